@@ -356,12 +356,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def build_config(profile: str = "default", preset: str | None = None, overrides: dict | None = None) -> Config:
-    """Profile, then preset, then explicit overrides (e.g. from ``params.yaml``)."""
+    """Profile, then preset, then explicit overrides (``params.yaml`` or the command line) on top."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
     cfg = apply_overrides(Config(), PROFILES[profile], where=f"profile {profile}")
-    if overrides:
-        cfg = apply_overrides(cfg, overrides, where="overrides")
     if preset is not None:
         cfg = apply_overrides(cfg, preset_overrides(preset), where=f"preset {preset}")
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, where="overrides")
     return cfg

@@ -1,0 +1,53 @@
+"""params.yaml / dvc.yaml stay in step with the typed presets; the pipeline helpers fail clearly."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mambapro.config import PRESETS, TABLES, ConfigError, build_config
+from mambapro.pipeline import load_params, preset_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_params_presets_mirror_the_typed_presets():
+    params = load_params(ROOT / "params.yaml")
+    assert params["presets"] == {k: v for k, v in PRESETS.items()}
+    needed = {p for rows in TABLES.values() for _, p in rows}
+    assert needed <= set(params["train_presets"]), needed - set(params["train_presets"])
+    assert set(params["evaluate_presets"]) <= set(params["train_presets"])
+
+
+def test_preset_config_layers_profile_then_preset():
+    params = load_params(ROOT / "params.yaml")
+    cfg = preset_config("F", params)
+    ref = build_config(params["profile"], "F", params["profiles"][params["profile"]])
+    assert cfg == ref
+
+
+def test_every_train_stage_writes_metrics_and_checkpoints_outside_data():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    train = dvc["stages"]["train"]
+    assert train["foreach"] == "${train_presets}"
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in train["do"]["outs"]]
+    assert "runs/${item}" in outs and not any(o.startswith("data/") for o in outs)  # data/ is tracked by data.dvc
+    assert train["do"]["metrics"][0] == {"results/runs/${item}/metrics.json": {"cache": False}}
+    assert "presets.${item}" in train["do"]["params"]
+
+
+def test_bad_params_name_the_file_and_key(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("profile: default\nseeds: [0]\nprofiles: {default: {}}\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: missing key 'presets'"):
+        load_params(p)
+    p.write_text("profile: gpu\nseeds: [0]\nprofiles: {default: {}}\npresets: {}\n")
+    with pytest.raises(ConfigError, match="profile 'gpu' has no entry"):
+        load_params(p)
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_params(tmp_path / "nope.yaml")
+    params = {"profile": "default", "seeds": [0], "profiles": {"default": {}}, "presets": {"X": {"adapter": {"k": 1}}}}
+    with pytest.raises(ConfigError, match=r"presets.X: unknown key adapter.k"):
+        preset_config("X", params)
+    with pytest.raises(ConfigError, match="unknown preset 'Y'"):
+        preset_config("Y", params)
