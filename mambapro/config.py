@@ -38,6 +38,7 @@ class AdapterConfig:
     rank: int = 64  # LoRA rank r
     activation: str = "quickgelu"  # official code; "gelu" is the paper's Eq. (2)
     start_layer: int = 0  # adapters in layers start_layer..L-1 (Fig. 9c)
+    block_input: bool = False  # side-FFN PFA reads post-MHSA F-bar (official); True: layer input F (paper Eq. 2)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny"
     loss_fn = open_clip.loss.ClipLoss()
     history = []
     model.train()
-    for epoch in tqdm(range(epochs), desc="proxy CLIP", disable=not progress):
+    for _ in tqdm(range(epochs), desc="proxy CLIP", disable=not progress):
         total = 0.0
         for images, texts in loader:
             image_features, text_features, logit_scale = model(images, texts)[:3]

@@ -33,7 +33,8 @@ def test_rows_A_to_G_switch_the_paper_components():
     flags = {}
     for row in "ABCDEFG":
         c = build_config(preset=row)
-        flags[row] = (c.backbone.frozen, c.adapter.kind != "none", c.prompt.kind != "none", c.aggregation.kind != "none")
+        on = [k != "none" for k in (c.adapter.kind, c.prompt.kind, c.aggregation.kind)]
+        flags[row] = (c.backbone.frozen, *on)
     # Table 3: (CLIP(L), PFA, SRP, MA)
     assert flags == {
         "A": (True, False, False, False), "B": (False, False, False, False), "C": (True, True, False, False),

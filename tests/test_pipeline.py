@@ -46,7 +46,8 @@ def test_bad_params_name_the_file_and_key(tmp_path):
         load_params(p)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_params(tmp_path / "nope.yaml")
-    params = {"profile": "default", "seeds": [0], "profiles": {"default": {}}, "presets": {"X": {"adapter": {"k": 1}}}}
+    params = {"profile": "default", "seeds": [0], "profiles": {"default": {}},
+              "presets": {"X": {"adapter": {"k": 1}}}}
     with pytest.raises(ConfigError, match=r"presets.X: unknown key adapter.k"):
         preset_config("X", params)
     with pytest.raises(ConfigError, match="unknown preset 'Y'"):
