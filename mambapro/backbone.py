@@ -264,7 +264,7 @@ class Backbone(nn.Module):
             self.width, self.out_dim = self.tower.transformer.width, self.tower.output_dim
             self.grid = tuple(self.tower.grid_size)
         elif b.kind == "timm":
-            self.tower = tower if tower is not None else build_timm_tower(b.arch, self.image_size, b.pretrained)
+            self.tower = tower if tower is not None else build_timm_tower(b.arch, self.image_size, b.timm_pretrained)
             t = self.tower
             if t.cls_token is None or t.reg_token is not None or t.no_embed_class or t.dynamic_img_size:
                 raise ValueError(f"backbone.arch = {b.arch!r}: needs a timm ViT with one class token, "

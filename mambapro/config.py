@@ -23,7 +23,8 @@ MODALITIES = ("RGB", "NI", "TI")
 class BackboneConfig:
     kind: str = "clip"  # "clip" (open_clip visual tower) | "timm" (ImageNet ViT, Table 9)
     arch: str = "mambapro-tiny"  # open_clip model name (e.g. "ViT-B-16-quickgelu") or timm model name
-    pretrained: str | None = None  # open_clip tag ("openai"), timm tag, or a local checkpoint file
+    pretrained: str | None = None  # kind "clip": open_clip tag ("openai") or a local checkpoint file
+    timm_pretrained: str | None = None  # kind "timm" (Table 9): timm tag or a local file; None = random init
     frozen: bool = True  # True: CLIP(L), only added modules train; False: CLIP(F), full fine-tuning
     camera_embedding: bool = True  # SIE on the CLS token (official code, sec. 1.2; not in the paper)
     sie_coe: float = 1.0
@@ -328,11 +329,14 @@ def scale_layers(cfg: Config, num_layers: int) -> Config:
 # --------------------------------------------------------------------------------------------------------------
 # Profiles
 
+# ViT-B/16 with OpenAI CLIP weights; Table 9's ImageNet ViT is the official ImageNet-21k ViT-B/16 (timm tag).
+_PAPER_BACKBONE = {"arch": "ViT-B-16-quickgelu", "pretrained": "openai", "timm_pretrained": "orig_in21k_ft_in1k"}
+
 PROFILES: dict[str, dict[str, Any]] = {
     # embedded CPU default: synthetic data, tiny proxy-pretrained CLIP, pure-PyTorch scan
     "default": {},
     "rgbnt201": {
-        "backbone": {"arch": "ViT-B-16-quickgelu", "pretrained": "openai"},
+        "backbone": _PAPER_BACKBONE,
         "prompt": {"transfer_hidden": 384},
         "data": {"dataset": "RGBNT201", "root": "data", "image_size": [256, 128], "batch_size": 64,
                  "num_instances": 4, "test_batch_size": 64, "num_workers": 8},
@@ -340,14 +344,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         "loss": {"direct": True},
     },
     "rgbnt100": {
-        "backbone": {"arch": "ViT-B-16-quickgelu", "pretrained": "openai"},
+        "backbone": _PAPER_BACKBONE,
         "data": {"dataset": "RGBNT100", "root": "data", "image_size": [128, 256], "batch_size": 128,
                  "num_instances": 16, "test_batch_size": 128, "num_workers": 8},
         "train": {"epochs": 30, "warmup_epochs": 5},
         "loss": {"direct": False},
     },
     "msvr310": {
-        "backbone": {"arch": "ViT-B-16-quickgelu", "pretrained": "openai"},
+        "backbone": _PAPER_BACKBONE,
         "data": {"dataset": "MSVR310", "root": "data", "image_size": [128, 256], "batch_size": 64,
                  "num_instances": 4, "test_batch_size": 64, "num_workers": 8},
         "train": {"epochs": 60, "warmup_epochs": 10},

@@ -281,6 +281,8 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     if world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     live = _live(out, resume=state["epoch"] > 0) if rank == 0 else None
     epochs = range(state["epoch"] + 1, cfg.train.epochs + 1)
     bar = tqdm(epochs, desc=f"train seed {seed}", disable=not progress or rank != 0, initial=state["epoch"],
@@ -342,6 +344,8 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
             "best": state["best"],
             "history": state["history"],
             "config": cfg.to_dict(),
+            # Table 3's Mem(GB): peak GPU memory of this process (None on the CPU: not measured)
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         }
         _atomic_write_text(json.dumps(result, indent=1), out / "metrics.json")
         if live is not None:

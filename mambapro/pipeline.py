@@ -62,7 +62,7 @@ def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir:
     runs = []
     for seed in params["seeds"]:
         result = train(cfg, Path(runs_dir) / preset / f"seed{seed}", seed, progress=progress)
-        runs.append({k: result[k] for k in ("seed", "last", "best", "history")})
+        runs.append({k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")})
     out = {
         "preset": preset,
         "profile": params["profile"],

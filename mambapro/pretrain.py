@@ -45,15 +45,16 @@ class _CaptionDataset(torch.utils.data.Dataset):
 
 
 def _transforms(image_size: tuple[int, int], train: bool):
+    """Persons and vehicles are squashed to the square pre-training size, as CLIP's 224 x 224 input; ReID later
+    resizes the positional embedding to its non-square grid (official sec. 1.1)."""
     ops = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC)]
     if train:
-        ops += [T.RandomHorizontalFlip(), T.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.4, 0.6)
-                                                              if image_size[0] > image_size[1] else (1.6, 2.4))]
+        ops += [T.RandomHorizontalFlip(), T.RandomResizedCrop(image_size, scale=(0.8, 1.0), ratio=(0.9, 1.1))]
     # the ReID pipeline normalises with mean = std = 0.5 (official sec. 3.3), so the proxy CLIP sees the same
     return T.Compose(ops + [T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
 
 
-def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(128, 64),
+def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(64, 64),
              epochs: int = 30, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
     """Train the proxy CLIP, save its open_clip state dict to ``out`` and return the zero-shot report."""
     torch.manual_seed(seed)
@@ -132,7 +133,7 @@ def main(argv=None):
     p.add_argument("--out", default="build/proxy_clip.pt")
     p.add_argument("--report", default="results/pretrain/zeroshot.json")
     p.add_argument("--arch", default="mambapro-tiny")
-    p.add_argument("--image-size", type=int, nargs=2, default=(128, 64))
+    p.add_argument("--image-size", type=int, nargs=2, default=(64, 64))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -1,0 +1,566 @@
+"""Every table of the paper, rebuilt from the pipeline's results (CSV + Markdown per table, written atomically).
+
+Inputs (under ``--results``, default ``results``):
+
+* ``runs/<preset>/metrics.json`` (:func:`mambapro.pipeline.train_preset`): per-seed last- and best-epoch metrics;
+* ``runs/F/evaluation.json`` (:func:`mambapro.pipeline.evaluate_preset`): missing modalities and re-ranking;
+* ``complexity.csv`` (``python -m mambapro.complexity``): parameters and FLOPs at paper scale, computed on the CPU.
+
+Ablation tables (3, 4, 5, 6, 8, 9, 11; 12 when the profile is a vehicle dataset): mAP and Rank-1/5/10 as
+mean ± standard deviation over seeds, both at the last epoch and at the best epoch on the test set (the paper's
+protocol, official-implementation.md sec. 10 item 12), beside our complexity numbers and the paper's reported values
+(:mod:`mambapro.paper_results`).  GPU memory is shown where a GPU measured it: the optional ``peak_gpu_memory_gb``
+of each run in ``metrics.json`` (maximum over seeds), otherwise "not measured".  Tables 1, 2 and 7 put our full model
+(preset F) beside the paper's rows, each row marked with its source.  Also: a missing-modality table (six settings +
+full), a re-ranking table, a paper-vs-ours table of every complexity number, and the data of the Fig. 8 / Fig. 9
+curves.  A run that a table needs and that is missing stops everything before any file is written (the error names
+the preset and the path expected).
+
+``python -m mambapro.tables --results results --out results/tables`` builds all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mambapro.config import MISSING_SETTINGS, TABLES
+from mambapro.paper_results import PaperTable, paper_table
+
+METRICS = ("mAP", "R1", "R5", "R10")
+METRIC_NAMES = {"mAP": "mAP", "R1": "R-1", "R5": "R-5", "R10": "R-10", "mINP": "mINP"}
+WHICH = {"last": "last epoch", "best": "best epoch on test (paper protocol)"}
+ABLATION_TABLES = ("table3", "table4", "table5", "table6", "table8", "table9", "table11")
+VEHICLE_PROFILES = ("rgbnt100", "msvr310")
+CURVE_KEYS = tuple(k for k in TABLES if k.startswith(("fig8_", "fig9")))
+OURS_PRESET = "F"  # the full model: Tables 1, 2, 7, the missing-modality and re-ranking tables
+MEMORY_KEY = "peak_gpu_memory_gb"  # optional, per run in metrics.json, written where a GPU measured it
+NOT_MEASURED = "not measured"
+NOT_COMPUTED = "not in complexity.csv"
+MODALITY_NAMES = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
+QUANTITIES = {"params": "params_M", "params_M": "params_M", "flops": "flops_G", "flops_G": "flops_G"}
+COMPLEXITY_COLUMNS = ("table", "row", "quantity", "ours", "paper")
+
+
+class MissingResultError(FileNotFoundError):
+    """A result file that a table needs does not exist."""
+
+
+class ResultFormatError(ValueError):
+    """A result file without a key or column that a table needs."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading results
+
+
+def metrics_path(results: str | Path, preset: str) -> Path:
+    return Path(results) / "runs" / preset / "metrics.json"
+
+
+def evaluation_path(results: str | Path, preset: str) -> Path:
+    return Path(results) / "runs" / preset / "evaluation.json"
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise MissingResultError(f"{what}: expected {path}, which does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultFormatError(f"{path} is not valid JSON ({e})") from e
+
+
+def load_metrics(results: str | Path, preset: str) -> dict[str, Any]:
+    """``runs/<preset>/metrics.json``; a missing file names the preset and the path expected."""
+    path = metrics_path(results, preset)
+    data = _read_json(path, f"preset {preset!r} has no training results (run `dvc repro train@{preset}`)")
+    for key in ("summary", "runs"):
+        if key not in data:
+            raise ResultFormatError(f"{path}: missing key {key!r}")
+    data.setdefault("_path", str(path))
+    return data
+
+
+def stat(metrics: dict[str, Any], which: str, metric: str) -> tuple[float, float]:
+    """(mean, sample std) over seeds of ``metric`` at the ``which`` ("last" / "best") epoch."""
+    out = []
+    for part in ("mean", "std"):
+        key = f"{which}/{metric}/{part}"
+        if key not in metrics["summary"]:
+            raise ResultFormatError(f"{metrics.get('_path', 'metrics.json')}: summary has no key {key!r}")
+        out.append(float(metrics["summary"][key]))
+    return out[0], out[1]
+
+
+def num_seeds(metrics: dict[str, Any]) -> int:
+    return len(metrics["summary"].get("seeds", metrics["runs"]))
+
+
+def gpu_memory(metrics: dict[str, Any]) -> float | None:
+    """Peak GPU memory (GB), the maximum over seeds of the runs' optional ``peak_gpu_memory_gb``; None if no run
+    measured it (CPU runs)."""
+    values = [r[MEMORY_KEY] for r in metrics["runs"] if r.get(MEMORY_KEY) is not None]
+    return max(values) if values else None
+
+
+def load_complexity(path: str | Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """``complexity.csv`` as {(table, row, quantity): {"ours", "paper", "unit", "note", "preset"}}, quantity one of
+    ``params_M`` / ``flops_G``.  Needs the columns table, row, quantity, ours, paper; a missing column, an unknown
+    quantity or a non-numeric value raises naming the file, line and value."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResultError(f"complexity numbers: expected {path}, which does not exist "
+                                 f"(run `python -m mambapro.complexity --out {path.parent}`)")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COMPLEXITY_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ResultFormatError(f"{path}: missing column(s) {', '.join(missing)} (has: "
+                                    f"{', '.join(reader.fieldnames or ())})")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            quantity = QUANTITIES.get(row["quantity"])
+            if quantity is None:
+                raise ResultFormatError(f"{path}, line {line}: quantity {row['quantity']!r} is not one of "
+                                        f"{', '.join(QUANTITIES)}")
+            entry = {"unit": row.get("unit") or quantity[-1], "note": row.get("note") or "",
+                     "preset": row.get("preset") or ""}
+            for col in ("ours", "paper", "ours_exact"):  # ours_exact (unrounded) is optional
+                try:
+                    entry[col] = float(row[col]) if row.get(col) not in ("", None) else None
+                except ValueError as e:
+                    raise ResultFormatError(f"{path}, line {line}: column {col!r} = {row[col]!r} is not a "
+                                            f"number") from e
+            if entry["ours_exact"] is None:
+                entry["ours_exact"] = entry["ours"]
+            out[(row["table"], row["row"], quantity)] = entry
+    return out
+
+
+def load_evaluation(results: str | Path, preset: str = OURS_PRESET) -> dict[str, Any]:
+    path = evaluation_path(results, preset)
+    data = _read_json(path, f"preset {preset!r} has no missing-modality / re-ranking evaluation "
+                            f"(run `dvc repro evaluate@{preset}`)")
+    if "per_seed" not in data and "mean" not in data:
+        raise ResultFormatError(f"{path}: needs key 'per_seed' or 'mean'")
+    data.setdefault("_path", str(path))
+    return data
+
+
+def evaluation_stat(evaluation: dict[str, Any], setting: str, metric: str) -> tuple[float, float]:
+    """(mean, sample std) over seeds of ``metric`` under ``setting`` ("full", "missing_r", ..., "rerank")."""
+    path = evaluation.get("_path", "evaluation.json")
+    if "per_seed" in evaluation:
+        values = []
+        for seed, res in evaluation["per_seed"].items():
+            if setting not in res or metric not in res[setting]:
+                raise ResultFormatError(f"{path}: seed {seed} has no {setting}/{metric}")
+            values.append(float(res[setting][metric]))
+        return _mean_std(values)
+    if setting not in evaluation["mean"] or metric not in evaluation["mean"][setting]:
+        raise ResultFormatError(f"{path}: mean has no {setting}/{metric}")
+    return float(evaluation["mean"][setting][metric]), math.nan
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tables
+
+
+@dataclass
+class Table:
+    """One output table: raw ``rows`` (CSV, numbers unformatted) and Markdown ``sections`` (title, header,
+    formatted rows)."""
+
+    name: str
+    title: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    sections: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_csv(self) -> str:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="raise")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        lines = [f"# {self.title}", ""]
+        for title, header, rows in self.sections:
+            if title:
+                lines += [f"## {title}", ""]
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "|".join("---" for _ in header) + "|")
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
+            lines.append("")
+        lines += [f"- {n}" for n in self.notes]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, str):
+        return value
+    return f"{value:.{digits}f}"
+
+
+def fmt_stat(mean: float, std: float, digits: int = 1) -> str:
+    if math.isnan(std):
+        return fmt(mean, digits)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _complexity_table(name: str) -> str:
+    """complexity.csv's table key for table ``name`` (Table 12 repeats Table 3's counts, paper Table 12)."""
+    return "table3" if name == "table12" else name
+
+
+def ablation_table(name: str, results: str | Path, complexity: dict, profile: str,
+                   metrics: dict[str, dict] | None = None) -> Table:
+    """Table ``name`` (a key of :data:`mambapro.config.TABLES`, or "table12" = Table 3's rows on a vehicle dataset)
+    from the runs, beside our complexity numbers and the paper's reported values."""
+    rows_spec = TABLES["table3" if name == "table12" else name]
+    paper = paper_table(name)
+    ctable = _complexity_table(name)
+    metrics = metrics if metrics is not None else {}
+    paper_cols = [c for c in paper.columns if c in (*METRICS, "mem_GB", "params_M", "flops_G")]
+    quantities = [q for q in ("params_M", "flops_G")
+                  if q in paper_cols or any(k[0] == ctable and k[2] == q for k in complexity)]
+
+    columns = ["row", "preset", "seeds"]
+    for which in WHICH:
+        columns += [f"{which}_{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    columns += [f"ours_{q}" for q in quantities] + ["ours_mem_GB"] + [f"paper_{c}" for c in paper_cols]
+
+    rows, perf_md, cost_md = [], [], []
+    for label, preset in rows_spec:
+        run = metrics.get(preset) or load_metrics(results, preset)
+        paper_row = paper.row(label) if label in paper.labels else {}
+        row: dict[str, Any] = {"row": label, "preset": preset, "seeds": num_seeds(run)}
+        perf = [label, preset, str(num_seeds(run))]
+        for which in WHICH:
+            for m in METRICS:
+                mean, std = stat(run, which, m)
+                row[f"{which}_{m}_mean"], row[f"{which}_{m}_std"] = round(mean, 4), round(std, 4)
+                perf.append(fmt_stat(mean, std))
+        perf += [fmt(paper_row.get(m)) for m in METRICS]
+        cost = [label, preset]
+        for q in quantities:
+            entry = complexity.get((ctable, label, q))
+            row[f"ours_{q}"] = None if entry is None else entry["ours"]
+            cost += [NOT_COMPUTED if entry is None else fmt(entry["ours"], 2)]
+            if q in paper_cols:
+                cost.append(fmt(paper_row.get(q), 2))
+        mem = gpu_memory(run)
+        row["ours_mem_GB"] = mem if mem is not None else NOT_MEASURED
+        cost.append(fmt(mem, 2) if mem is not None else NOT_MEASURED)
+        if "mem_GB" in paper_cols:
+            cost.append(fmt(paper_row.get("mem_GB"), 2))
+        for c in paper_cols:
+            row[f"paper_{c}"] = paper_row.get(c)
+        rows.append(row)
+        perf_md.append(perf)
+        cost_md.append(cost)
+
+    perf_header = ["Row", "Preset", "Seeds"]
+    perf_header += [f"{METRIC_NAMES[m]} (last)" for m in METRICS] + [f"{METRIC_NAMES[m]} (best)" for m in METRICS]
+    perf_header += [f"{METRIC_NAMES[m]} (paper)" for m in METRICS]
+    unit = {"params_M": "Params (M)", "flops_G": "FLOPs (G)"}
+    cost_header = ["Row", "Preset"]
+    for q in quantities:
+        cost_header.append(f"{unit[q]} ours")
+        if q in paper_cols:
+            cost_header.append(f"{unit[q]} paper")
+    cost_header.append("Mem (GB) ours")
+    if "mem_GB" in paper_cols:
+        cost_header.append("Mem (GB) paper")
+    number = name.replace("table", "Table ")
+    table = Table(name, f"{number}: {paper.caption}", columns, rows)
+    table.sections.append((f"Retrieval (%): ours, mean ± std over seeds (last = last epoch; best = {WHICH['best']}); "
+                           f"paper ({paper.dataset}, {paper.source})", perf_header, perf_md))
+    table.sections.append(("Complexity: ours (Params / FLOPs at paper scale, counted on the CPU; Mem where a GPU "
+                           "measured it) vs paper", cost_header, cost_md))
+    table.notes += _protocol_notes(profile, paper)
+    if quantities:
+        table.notes.append(f"Params / FLOPs: `complexity.csv` ({_complexity_convention(ctable)}).")
+    table.notes.append(f"Mem: peak GPU memory of training where a GPU measured it ('{MEMORY_KEY}' in metrics.json); "
+                       f"'{NOT_MEASURED}' otherwise.")
+    return table
+
+
+def _complexity_convention(ctable: str) -> str:
+    return {"table3": "whole model, added modules only", "table4": "one layer, three modalities",
+            "table5": "one layer, one modality", "table6": "one aggregation block + reductions",
+            "table11": "one aggregation block + reductions"}.get(ctable, "paper convention")
+
+
+def _protocol_notes(profile: str, paper: PaperTable) -> list[str]:
+    notes = ["last = final epoch; best = best epoch on test (paper protocol: the model is selected on the test set, "
+             "official-implementation.md sec. 10 item 12), so 'best' is optimistic.",
+             f"Ours: profile '{profile}'. Paper: {paper.source}, dataset {paper.dataset}."]
+    if profile == "default":
+        notes.append("The default profile trains a tiny model on the synthetic benchmark: compare trends between "
+                     "rows with the paper, not absolute values.")
+    return notes
+
+
+def _our_dataset(run: dict[str, Any]) -> str:
+    return run.get("config", {}).get("data", {}).get("dataset", "?")
+
+
+def comparison_table(name: str, results: str | Path, complexity: dict, profile: str,
+                     metrics: dict[str, dict] | None = None) -> Table:
+    """Table 1, 2 or 7: the paper's rows (source: paper.md) and our full model (preset F, last and best epoch)
+    placed in the columns of the dataset it was trained on."""
+    paper = paper_table(name)
+    run = (metrics or {}).get(OURS_PRESET) or load_metrics(results, OURS_PRESET)
+    dataset = _our_dataset(run)
+    params = complexity.get(("table3", OURS_PRESET, "params_M"))
+    rows = [{"method": label, "source": paper.source, **dict(zip(paper.columns, values))}
+            for label, values in paper.rows]
+    src = f"{metrics_path(results, OURS_PRESET)} (profile {profile}, {dataset})"
+    for which in WHICH:
+        row = {"method": f"Ours: MambaPro, {WHICH[which]}", "source": src}
+        for col in paper.columns:
+            ds, _, metric = col.rpartition("/")
+            if col == "params_M":
+                row[col] = None if params is None else params["ours"]
+            elif metric in METRICS and (not ds and paper.dataset == dataset or ds == dataset):
+                row[col] = stat(run, which, metric)
+            else:
+                row[col] = None
+        rows.append(row)
+
+    header = ["Method", "Source", *[_col_name(c) for c in paper.columns]]
+    md = []
+    for row in rows:
+        cells = [row["method"], row["source"]]
+        for c in paper.columns:
+            v = row[c]
+            digits = 2 if c == "params_M" else 1
+            cells.append(fmt_stat(*v) if isinstance(v, tuple) else fmt(v, digits))
+        md.append(cells)
+    csv_rows = []
+    for row in rows:
+        flat = {"method": row["method"], "source": row["source"]}
+        for c in paper.columns:
+            v = row[c]
+            flat[c] = round(v[0], 4) if isinstance(v, tuple) else v
+            flat[f"{c} std"] = round(v[1], 4) if isinstance(v, tuple) else None
+        csv_rows.append(flat)
+    csv_cols = ["method", "source"] + [x for c in paper.columns for x in (c, f"{c} std")]
+    table = Table(name, f"{name.replace('table', 'Table ')}: {paper.caption}", csv_cols, csv_rows,
+                  [(f"Paper rows ({paper.source}) and ours (mean ± std over {num_seeds(run)} seeds)", header, md)])
+    table.notes += _protocol_notes(profile, paper)
+    if paper.dataset != dataset and dataset not in paper.dataset:
+        table.notes.append(f"Our run is on {dataset}, which this table does not report: our metric cells are empty.")
+    if "params_M" in paper.columns:
+        table.notes.append("Our Params: trainable parameters of the added modules at paper scale (complexity.csv, "
+                           "Table 3 row F convention).")
+    return table
+
+
+def _col_name(col: str) -> str:
+    ds, _, metric = col.rpartition("/")
+    base = {"params_M": "Params (M)", "flops_G": "FLOPs (G)", "mem_GB": "Mem (GB)"}.get(metric, METRIC_NAMES.get(
+        metric, metric))
+    return f"{ds} {base}" if ds else base
+
+
+def missing_modality_table(evaluation: dict[str, Any], preset: str = OURS_PRESET) -> Table:
+    """All modalities and the six missing-modality settings (zero-filled inputs, DeMo's protocol)."""
+    settings = [("full", "none", "RGB + NIR + TIR")]
+    for key, gone in MISSING_SETTINGS.items():
+        left = [MODALITY_NAMES[m] for m in MODALITY_NAMES if m not in gone]
+        settings.append((f"missing_{key}", " + ".join(MODALITY_NAMES[m] for m in gone), " + ".join(left)))
+    return _evaluation_table("missing_modality", f"Missing modalities (preset {preset})", evaluation, settings,
+                             ["Missing", "Available"],
+                             ["Missing inputs are zero-filled at test time (DeMo's TEST.MISS); the model is "
+                              "trained with all three modalities. The paper reports no such table."])
+
+
+def rerank_table(evaluation: dict[str, Any], preset: str = OURS_PRESET) -> Table:
+    settings = [("full", "no", "RGB + NIR + TIR"), ("rerank", "k-reciprocal", "RGB + NIR + TIR")]
+    return _evaluation_table("rerank", f"Re-ranking (preset {preset})", evaluation, settings,
+                             ["Re-ranking", "Modalities"],
+                             ["The official code builds its evaluator with re-ranking off "
+                              "(official-implementation.md sec. 5); the paper's numbers are without it."])
+
+
+def _evaluation_table(name, title, evaluation, settings, labels, notes) -> Table:
+    metrics = (*METRICS, "mINP")
+    columns = ["setting", labels[0].lower(), labels[1].lower()]
+    columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    rows, md = [], []
+    for key, a, b in settings:
+        row = {"setting": key, labels[0].lower(): a, labels[1].lower(): b}
+        cells = [a, b]
+        for m in metrics:
+            mean, std = evaluation_stat(evaluation, key, m)
+            row[f"{m}_mean"], row[f"{m}_std"] = round(mean, 4), (None if math.isnan(std) else round(std, 4))
+            cells.append(fmt_stat(mean, std))
+        rows.append(row)
+        md.append(cells)
+    n = len(evaluation.get("per_seed", {})) or "?"
+    header = [*labels, *[METRIC_NAMES[m] for m in metrics]]
+    src = evaluation.get("_path", "evaluation.json")
+    return Table(name, title, columns, rows, [(f"Each seed's best checkpoint, mean ± std over {n} seeds ({src})",
+                                               header, md)], list(notes))
+
+
+def complexity_comparison_table(complexity: dict) -> Table:
+    """Every complexity number of complexity.csv: paper, ours and the difference (ours − paper, from the unrounded
+    ``ours_exact`` where the file has it)."""
+    columns = ["table", "row", "quantity", "unit", "paper", "ours", "ours_exact", "difference", "note"]
+    rows, md = [], []
+    for (table, row, quantity), e in complexity.items():
+        exact = e.get("ours_exact", e["ours"])
+        diff = None if exact is None or e["paper"] is None else round(exact - e["paper"], 3)
+        rows.append({"table": table, "row": row, "quantity": quantity, "unit": e["unit"], "paper": e["paper"],
+                     "ours": e["ours"], "ours_exact": exact, "difference": diff, "note": e["note"]})
+        md.append([table.replace("table", "Table "), row, quantity, fmt(e["paper"], 2), fmt(exact, 3),
+                   "—" if diff is None else f"{diff:+.3f}", e["note"]])
+    return Table("complexity", "Complexity: paper vs ours (paper scale, CPU count)", columns, rows,
+                 [("", ["Table", "Row", "Quantity", "Paper", "Ours", "Ours − paper", "Note"], md)],
+                 ["Params in M (trainable, added modules only), FLOPs in G (fvcore, one multiply-add = one FLOP); "
+                  "conventions in mambapro/complexity.py and official-implementation.md secs. 6-7."])
+
+
+def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = None) -> list[dict[str, Any]]:
+    """One Fig. 8 / Fig. 9 curve (a ``fig8_*`` / ``fig9*`` key of TABLES): per point its label, preset, number of
+    seeds and ``<which>_<metric>_mean`` / ``_std`` for which in last, best and metric in mAP, R-1/5/10."""
+    if key not in CURVE_KEYS:
+        raise KeyError(f"no curve {key!r}; curves: {', '.join(CURVE_KEYS)}")
+    out = []
+    for label, preset in TABLES[key]:
+        run = (metrics or {}).get(preset) or load_metrics(results, preset)
+        point = {"label": label, "preset": preset, "seeds": num_seeds(run)}
+        for which in WHICH:
+            for m in METRICS:
+                point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = stat(run, which, m)
+        out.append(point)
+    return out
+
+
+def curve_table(key: str, points: list[dict[str, Any]]) -> Table:
+    columns = list(points[0])
+    md = [[p["label"], p["preset"], str(p["seeds"])]
+          + [fmt_stat(p[f"{w}_{m}_mean"], p[f"{w}_{m}_std"]) for w in WHICH for m in ("mAP", "R1")] for p in points]
+    header = ["Value", "Preset", "Seeds", "mAP (last)", "R-1 (last)", "mAP (best)", "R-1 (best)"]
+    return Table(key, f"{key}: data of the paper's {'Fig. 8' if key.startswith('fig8') else 'Fig. 9'} curve",
+                 columns, points, [("", header, md)],
+                 ["best = best epoch on test (paper protocol); the paper prints only the figure."])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Everything
+
+
+def needed_presets() -> list[str]:
+    """Every preset whose metrics.json the tables need, in TABLES order."""
+    keys = (*ABLATION_TABLES, *CURVE_KEYS)
+    presets = [p for k in keys for _, p in TABLES[k]] + [OURS_PRESET]
+    return list(dict.fromkeys(presets))
+
+
+def check_results(results: str | Path, profile: str | None) -> tuple[str, dict[str, dict]]:
+    """Load every needed run; raise one error listing all missing files (preset and path) or profile clashes.
+    Returns the profile and {preset: metrics}."""
+    results = Path(results)
+    presets = needed_presets()
+    missing = [p for p in presets if not metrics_path(results, p).is_file()]
+    if not evaluation_path(results, OURS_PRESET).is_file():
+        missing_eval = [f"evaluation of preset {OURS_PRESET!r}: expected {evaluation_path(results, OURS_PRESET)}"]
+    else:
+        missing_eval = []
+    if missing or missing_eval:
+        lines = [f"preset {p!r}: expected {metrics_path(results, p)}" for p in missing] + missing_eval
+        raise MissingResultError("cannot build the tables, results missing:\n  " + "\n  ".join(lines))
+    metrics = {p: load_metrics(results, p) for p in presets}
+    profiles = {p: m.get("profile") for p, m in metrics.items()}
+    wanted = profile or profiles[OURS_PRESET]
+    clash = {p: v for p, v in profiles.items() if v != wanted}
+    if clash:
+        detail = ", ".join(f"{p} ({metrics_path(results, p)}): {v!r}" for p, v in clash.items())
+        raise ResultFormatError(f"tables for profile {wanted!r}, but these runs were trained under another profile: "
+                                f"{detail}")
+    return wanted, metrics
+
+
+def build_tables(results: str | Path, profile: str | None = None,
+                 complexity_file: str | Path | None = None) -> list[Table]:
+    """Every table (checks every input first)."""
+    results = Path(results)
+    profile, metrics = check_results(results, profile)
+    complexity = load_complexity(complexity_file or results / "complexity.csv")
+    evaluation = load_evaluation(results)
+    names = list(ABLATION_TABLES) + (["table12"] if profile in VEHICLE_PROFILES else [])
+    tables = [ablation_table(n, results, complexity, profile, metrics) for n in names]
+    tables += [comparison_table(n, results, complexity, profile, metrics) for n in ("table1", "table2", "table7")]
+    tables += [missing_modality_table(evaluation), rerank_table(evaluation), complexity_comparison_table(complexity)]
+    tables += [curve_table(k, curve_data(k, results, metrics)) for k in CURVE_KEYS]
+    return tables
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_tables(tables: Iterable[Table], out: str | Path) -> list[Path]:
+    written = []
+    for t in tables:
+        written.append(atomic_write_text(Path(out) / f"{t.name}.csv", t.to_csv()))
+        written.append(atomic_write_text(Path(out) / f"{t.name}.md", t.to_markdown()))
+    return written
+
+
+def build_all_tables(results: str | Path = "results", out: str | Path = "results/tables", profile: str | None = None,
+                     complexity_file: str | Path | None = None) -> list[Path]:
+    """Build every table from ``results`` and write ``<name>.csv`` and ``<name>.md`` under ``out``; returns the
+    paths.  Nothing is written if any input is missing."""
+    return write_tables(build_tables(results, profile, complexity_file), out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default="results", help="folder holding runs/<preset>/ and complexity.csv")
+    parser.add_argument("--out", default="results/tables", help="output folder")
+    parser.add_argument("--profile", default=None, help="expected profile of the runs (default: that of run F)")
+    parser.add_argument("--complexity", default=None, help="complexity.csv (default: <results>/complexity.csv)")
+    args = parser.parse_args(argv)
+    written = build_all_tables(args.results, args.out, args.profile, args.complexity)
+    print(f"wrote {len(written)} files to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

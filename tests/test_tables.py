@@ -1,0 +1,279 @@
+"""Tables: paper numbers transcribed faithfully (checked against paper.md), tables rebuilt from fake runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+
+from mambapro import paper_results, tables
+from mambapro.config import TABLES
+from mambapro.paper_results import PAPER_TABLES
+
+# --------------------------------------------------------------------------------------------------------------
+# paper_results against the text of paper.md
+
+
+def _paper_md() -> Path | None:
+    root = Path(__file__).resolve().parents[1]
+    candidates = [os.environ.get("MAMBAPRO_PAPER_MD", ""), root / "shared/reference/paper.md",
+                  root.parent / "shared/reference/paper.md", "/work/shared/reference/paper.md"]
+    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
+
+
+def _parse_table(text: str, number: int) -> dict[str, list]:
+    """Rows of paper.md's Table ``number``: the tab-separated lines between its "Methods" header and its caption;
+    label = first cell (group names and check marks dropped), values = numbers, "-" -> None, other words kept."""
+    lines = text.splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith(f"Table {number}:"))
+    start = max(i for i in range(end) if "Methods" in lines[i].split("\t"))
+    rows = {}
+    for line in lines[start + 1:end]:
+        cells = [re.sub(r"</?u>", "", c).strip() for c in line.split("\t")]
+        cells = [c.replace("\\ddagger", "‡") for c in cells if c and c not in ("Single", "single", "Multi", "✓", "×")]
+        if not cells or not any(re.fullmatch(r"-?\d+(\.\d+)?", c) for c in cells):
+            continue
+        values = [None if c == "-" else float(c) if re.fullmatch(r"-?\d+(\.\d+)?", c) else c for c in cells[1:]]
+        rows[re.sub(r"\s+", " ", cells[0])] = values
+    return rows
+
+
+@pytest.mark.parametrize("name", list(PAPER_TABLES))
+def test_paper_results_match_paper_md(name):
+    path = _paper_md()
+    if path is None:
+        pytest.skip("paper.md not found (set MAMBAPRO_PAPER_MD)")
+    table = PAPER_TABLES[name]
+    parsed = _parse_table(path.read_text(), int(name.removeprefix("table")))
+    assert table.source == f"paper.md Table {name.removeprefix('table')}"
+    assert list(parsed) == table.labels
+    for label, values in table.rows:
+        assert parsed[label] == list(values), (name, label)
+
+
+def test_paper_results_spot_checks():
+    # values quoted in paper.md's prose
+    assert paper_results.TABLE1.value("MambaPro ‡", "mAP") == 78.9  # "achieves a 78.9% mAP and 83.4% Rank-1"
+    assert paper_results.TABLE1.value("TOP-ReID* (Wang et al. 2023)", "mAP") == 72.3
+    assert paper_results.TABLE2.value("MambaPro ‡", "MSVR310/mAP") == 47.0
+    assert paper_results.TABLE3.value("C", "params_M") / paper_results.TABLE3.value("B", "params_M") == \
+        pytest.approx(0.329, abs=5e-4)  # "With 32.9% of the trainable parameters"
+    assert paper_results.TABLE10.value("MambaPro", "mAP") - paper_results.TABLE10.value("TOP-ReID", "mAP") == \
+        pytest.approx(5.4)
+    assert paper_results.TABLE12.value("F", "mem_GB") == 38.01
+    with pytest.raises(KeyError, match="rows: A, B"):
+        paper_results.TABLE3.row("Z")
+
+
+def test_ablation_row_labels_match_config_tables():
+    for name in ("table3", "table4", "table5", "table6", "table8", "table9", "table11"):
+        assert [label for label, _ in TABLES[name]] == PAPER_TABLES[name].labels
+    assert PAPER_TABLES["table12"].labels == PAPER_TABLES["table3"].labels
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fake results
+
+
+def _seed_metrics(index: int, seed: int) -> dict:
+    base = 10.0 + index
+    last = {"epoch": 4, "mAP": base + seed, "R1": base + 2 * seed + 1, "R5": base + 20, "R10": base + 30,
+            "mINP": base - 5}
+    best = {k: (v + 1.5 if k != "epoch" else 3) for k, v in last.items()}
+    history = [{"epoch": e, "lr": 1e-3, "loss": 5.0 - e, "loss/ori": 2.0} for e in range(1, 5)]
+    for h in history[1::2]:
+        h.update({k: last[k] - (4 - h["epoch"]) for k in ("mAP", "R1", "R5", "R10", "mINP")})
+    return {"seed": seed, "last": last, "best": best, "history": history}
+
+
+def _summary(runs):
+    out = {}
+    for which in ("last", "best"):
+        for k in ("mAP", "R1", "R5", "R10", "mINP"):
+            vals = [r[which][k] for r in runs]
+            out[f"{which}/{k}/mean"] = statistics.fmean(vals)
+            out[f"{which}/{k}/std"] = statistics.stdev(vals)
+    out["seeds"] = [r["seed"] for r in runs]
+    return out
+
+
+def write_fake_results(root: Path, profile: str = "default", dataset: str = "RGBNT201", memory: bool = False,
+                       skip: tuple[str, ...] = ()) -> Path:
+    presets = tables.needed_presets()
+    for i, preset in enumerate(presets):
+        if preset in skip:
+            continue
+        runs = [_seed_metrics(i, s) for s in (0, 1, 2)]
+        if memory:
+            for r, gb in zip(runs, (10.0, 12.5, 11.0)):
+                r["peak_gpu_memory_gb"] = gb
+        data = {"preset": preset, "profile": profile, "config": {"data": {"dataset": dataset}},
+                "summary": _summary(runs), "runs": runs}
+        path = root / "runs" / preset / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data))
+    settings = ["full", *[f"missing_{k}" for k in ("r", "n", "t", "rn", "rt", "nt")], "rerank"]
+    per_seed = {str(s): {st: {k: 50.0 + j + s for k in ("mAP", "R1", "R5", "R10", "mINP")}
+                         for j, st in enumerate(settings)} for s in (0, 1)}
+    (root / "runs" / "F" / "evaluation.json").write_text(json.dumps({"preset": "F", "per_seed": per_seed}))
+    rows = [("table3", "F", "F", "params", 74.174976, 74.20), ("table3", "B", "B", "params", 86.14, 86.14),
+            ("table4", "CLIP(L) + IP", "prompt-ip", "flops", 0.09, 0.09),
+            ("table4", "CLIP(L) + IP", "prompt-ip", "params", 0.01, 0.01),
+            ("table6", "MA", "F", "flops", 1.41, 1.42), ("table6", "MA", "F", "params", 9.47, 9.47)]
+    with (root / "complexity.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["table", "row", "preset", "quantity", "unit", "paper", "ours", "ours_exact", "difference",
+                    "note"])
+        for t, r, p, q, ours, paper in rows:
+            w.writerow([t, r, p, q, "M" if q == "params" else "G", paper, round(ours, 2), ours,
+                        round(ours - paper, 2), ""])
+    return root
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = write_fake_results(tmp_path_factory.mktemp("results"))
+    out = root / "tables"
+    written = tables.build_all_tables(root, out)
+    return root, out, written
+
+
+def test_build_all_tables_writes_every_table(built):
+    root, out, written = built
+    names = {p.name for p in written}
+    for name in ("table1", "table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9",
+                 "table11", "missing_modality", "rerank", "complexity", *tables.CURVE_KEYS):
+        assert f"{name}.csv" in names and f"{name}.md" in names
+    assert "table12.csv" not in names  # person / default profile
+    assert all(p.stat().st_size > 0 for p in written)
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+
+def test_ablation_values_are_mean_and_std_over_seeds(built):
+    root, out, _ = built
+    i = tables.needed_presets().index("F")
+    runs = [_seed_metrics(i, s) for s in (0, 1, 2)]
+    row = next(r for r in _read_csv(out / "table3.csv") if r["row"] == "F")
+    assert float(row["last_mAP_mean"]) == pytest.approx(statistics.fmean(r["last"]["mAP"] for r in runs))
+    assert float(row["last_mAP_std"]) == pytest.approx(statistics.stdev(r["last"]["mAP"] for r in runs), abs=1e-4)
+    assert float(row["best_R1_mean"]) == pytest.approx(statistics.fmean(r["best"]["R1"] for r in runs))
+    assert row["seeds"] == "3"
+    # paper values beside ours, complexity from complexity.csv, memory not measured on the CPU
+    assert float(row["paper_mAP"]) == 78.9 and float(row["paper_mem_GB"]) == 20.89
+    assert float(row["ours_params_M"]) == 74.17
+    assert row["ours_mem_GB"] == tables.NOT_MEASURED
+    md = (out / "table3.md").read_text()
+    assert "best epoch on test (paper protocol)" in md
+    assert f"{statistics.fmean(r['last']['mAP'] for r in runs):.1f} ± " in md
+    assert tables.NOT_COMPUTED in md  # rows A, C, D, E, G have no entry in the fake complexity.csv
+    t4 = next(r for r in _read_csv(out / "table4.csv") if r["row"] == "CLIP(L) + IP")
+    assert float(t4["ours_flops_G"]) == 0.09 and float(t4["paper_flops_G"]) == 0.09
+    t5 = next(r for r in _read_csv(out / "table5.csv") if r["row"] == "CLIP(L) + PFA")  # not in complexity.csv
+    assert t5["ours_params_M"] == "" and float(t5["paper_params_M"]) == 2.36
+    assert "| CLIP(L) + PFA | C | not in complexity.csv | 2.36 | not in complexity.csv | 0.30 | not measured |" in \
+        (out / "table5.md").read_text()
+
+
+def test_comparison_tables_place_our_row(built):
+    root, out, _ = built
+    rows = _read_csv(out / "table1.csv")
+    assert [r["method"] for r in rows[:len(PAPER_TABLES["table1"].rows)]] == PAPER_TABLES["table1"].labels
+    assert all(r["source"] == "paper.md Table 1" for r in rows[:-2])
+    ours = rows[-1]
+    assert "best epoch on test (paper protocol)" in ours["method"] and "metrics.json" in ours["source"]
+    assert float(ours["mAP"]) == pytest.approx(
+        statistics.fmean(_seed_metrics(tables.needed_presets().index("F"), s)["best"]["mAP"] for s in (0, 1, 2)))
+    t2 = _read_csv(out / "table2.csv")[-1]  # our run is on RGBNT201: no Table 2 column applies
+    assert t2["RGBNT100/mAP"] == "" and t2["MSVR310/mAP"] == ""
+    t7 = _read_csv(out / "table7.csv")[-1]
+    assert float(t7["params_M"]) == 74.17 and t7["RGBNT201/mAP"] != "" and t7["RGBNT100/mAP"] == ""
+
+
+def test_missing_modality_and_rerank(built):
+    _, out, _ = built
+    rows = _read_csv(out / "missing_modality.csv")
+    assert [r["setting"] for r in rows] == ["full", "missing_r", "missing_n", "missing_t", "missing_rn",
+                                            "missing_rt", "missing_nt"]
+    assert rows[4]["missing"] == "RGB + NIR" and rows[4]["available"] == "TIR"
+    assert float(rows[1]["mAP_mean"]) == pytest.approx(51.5)  # seeds 0, 1: 51, 52
+    assert float(rows[1]["mAP_std"]) == pytest.approx(statistics.stdev([51, 52]), abs=1e-4)
+    rr = _read_csv(out / "rerank.csv")
+    assert [r["setting"] for r in rr] == ["full", "rerank"] and float(rr[1]["mAP_mean"]) == pytest.approx(57.5)
+
+
+def test_complexity_comparison_has_difference(built):
+    _, out, _ = built
+    rows = _read_csv(out / "complexity.csv")
+    f = next(r for r in rows if r["table"] == "table3" and r["row"] == "F")
+    assert float(f["difference"]) == pytest.approx(-0.025) and f["quantity"] == "params_M"  # from ours_exact
+    assert len(rows) == 6
+
+
+def test_curve_data_follows_config_tables(built):
+    root, out, _ = built
+    points = tables.curve_data("fig9d_ma_blocks", root)
+    assert [p["label"] for p in points] == ["1", "2", "3", "4"]
+    assert [p["preset"] for p in points] == ["mablocks-1", "F", "mablocks-3", "mablocks-4"]
+    assert points[1]["seeds"] == 3 and points[1]["best_mAP_std"] > 0
+    assert [r["label"] for r in _read_csv(out / "fig8_dtrank.csv")] == ["4", "default", "16", "64"]
+
+
+def test_missing_run_fails_naming_preset_and_path(tmp_path):
+    root = write_fake_results(tmp_path, skip=("agg-concat", "plen-8"))
+    out = tmp_path / "tables"
+    with pytest.raises(tables.MissingResultError) as err:
+        tables.build_all_tables(root, out)
+    msg = str(err.value)
+    assert "'agg-concat'" in msg and str(root / "runs" / "agg-concat" / "metrics.json") in msg and "'plen-8'" in msg
+    assert not out.exists()  # nothing partial
+    (root / "runs" / "F" / "evaluation.json").unlink()
+    with pytest.raises(tables.MissingResultError, match="evaluation of preset 'F'"):
+        tables.build_all_tables(root, out)
+
+
+def test_profile_clash_and_vehicle_table12(tmp_path):
+    root = write_fake_results(tmp_path / "a", profile="rgbnt100", dataset="RGBNT100", memory=True)
+    with pytest.raises(tables.ResultFormatError, match="profile 'rgbnt201'"):
+        tables.build_tables(root, profile="rgbnt201")
+    written = tables.build_all_tables(root, root / "tables")
+    assert "table12.csv" in {p.name for p in written}
+    f = next(r for r in _read_csv(root / "tables" / "table12.csv") if r["row"] == "F")
+    assert float(f["paper_mAP"]) == 83.9 and float(f["paper_mem_GB"]) == 38.01
+    assert float(f["ours_mem_GB"]) == 12.5  # max over seeds
+    assert float(f["ours_params_M"]) == 74.17  # Table 12 repeats Table 3's counts
+    t2 = _read_csv(root / "tables" / "table2.csv")[-1]
+    assert t2["RGBNT100/mAP"] != "" and t2["MSVR310/mAP"] == ""
+
+
+def test_complexity_csv_read_defensively(tmp_path):
+    path = tmp_path / "complexity.csv"
+    path.write_text("table,row,quantity,paper\ntable3,F,params,74.2\n")
+    with pytest.raises(tables.ResultFormatError, match=r"complexity.csv: missing column\(s\) ours"):
+        tables.load_complexity(path)
+    path.write_text("table,row,quantity,ours,paper\ntable3,F,volume,1,2\n")
+    with pytest.raises(tables.ResultFormatError, match="line 2: quantity 'volume'"):
+        tables.load_complexity(path)
+    path.write_text("table,row,quantity,ours,paper\ntable3,F,params,n/a,2\n")
+    with pytest.raises(tables.ResultFormatError, match="line 2: column 'ours' = 'n/a'"):
+        tables.load_complexity(path)
+    path.write_text("table,row,quantity,ours,paper\ntable3,F,params_M,74.17,74.2\ntable6,MA,flops_G,1.41,1.42\n")
+    assert tables.load_complexity(path)[("table6", "MA", "flops_G")]["ours"] == 1.41
+    with pytest.raises(tables.MissingResultError, match="mambapro.complexity"):
+        tables.load_complexity(tmp_path / "nope.csv")
+
+
+def test_cli(tmp_path, capsys):
+    root = write_fake_results(tmp_path)
+    tables.main(["--results", str(root), "--out", str(tmp_path / "t")])
+    assert "wrote" in capsys.readouterr().out
+    assert (tmp_path / "t" / "table9.md").read_text().startswith("# Table 9:")
