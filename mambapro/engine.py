@@ -188,7 +188,8 @@ def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = No
 
 # Keys that may change between an interrupted run and its resumption without changing the result (the seed is
 # checked on its own).
-_RUNTIME_KEYS = {"train.seed", "data.num_workers", "train.device", "data.test_batch_size", "eval.rerank", "eval.missing"}
+_RUNTIME_KEYS = {"train.seed", "data.num_workers", "train.device", "data.test_batch_size", "eval.rerank",
+                 "eval.missing"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -258,8 +259,9 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     rank, world = _dist_info()
     ids_per_batch = cfg.data.batch_size // cfg.data.num_instances
     if ids_per_batch < 2 * world or ids_per_batch % world:
-        raise ValueError(f"data.batch_size / data.num_instances = {ids_per_batch} identities per batch cannot be split "
-                         f"over {world} processes with at least 2 identities each (triplet mining needs negatives)")
+        raise ValueError(f"data.batch_size / data.num_instances = {ids_per_batch} identities per batch cannot be "
+                         f"split over {world} processes with at least 2 identities each (triplet mining needs "
+                         "negatives)")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)

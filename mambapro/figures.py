@@ -46,8 +46,8 @@ def _test_batch(data, n: int, seed: int) -> dict:
 
 
 def _image_loader(data, size: tuple[int, int]):
-    from mambapro.data.readers import load_images
     from mambapro.data.loaders import test_order
+    from mambapro.data.readers import load_images
 
     samples, _, _ = test_order(data.dataset)
     index = {"query": data.query_index, "gallery": data.gallery_index}
@@ -112,11 +112,10 @@ def make_all_figures(params_file: str | Path = "params.yaml", runs_dir: str | Pa
     feats = extract_features(model, data.test_loader, device)
     q, g = feats[data.query_index], feats[data.gallery_index]
     dist = compute_distance_matrix(q, g).numpy()
-    meta = data.test_meta
-    qi = 0
-    qpos, gpos = data.query_index, data.gallery_index
+    meta, qi = data.test_meta, 0
+    q_at, g_at = data.query_index[qi], data.gallery_index
     written += viz.rank_list_figure(
-        dist[qi], int(meta["pids"][qpos[qi]]), int(meta["camids"][qpos[qi]]), meta["pids"][gpos],
-        meta["camids"][gpos], _image_loader(data, person_cfg.data.image_size), out / "rank_list", query_index=qi,
-        protocol=data.protocol, query_sceneid=int(meta["sceneids"][qpos[qi]]), gallery_sceneids=meta["sceneids"][gpos])
+        dist[qi], int(meta["pids"][q_at]), int(meta["camids"][q_at]), meta["pids"][g_at], meta["camids"][g_at],
+        _image_loader(data, person_cfg.data.image_size), out / "rank_list", query_index=qi, protocol=data.protocol,
+        query_sceneid=int(meta["sceneids"][q_at]), gallery_sceneids=meta["sceneids"][g_at])
     return written

@@ -314,6 +314,9 @@ def evaluate_features(features, meta: dict, query_index, gallery_index, protocol
         union, inverse = np.unique(np.concatenate([q_idx, g_idx]), return_inverse=True)
         f = feats[torch.from_numpy(union)]
         full = compute_distance_matrix(f, f)
+        if k1 >= union.size:  # a test set smaller than k1 + 1 (e.g. the tiny synthetic set): use every neighbour
+            log.warning("re-ranking: k1 = %d reduced to %d for %d samples", k1, union.size - 1, union.size)
+            k1 = union.size - 1
         final = k_reciprocal_distance(full, torch.from_numpy(inverse[: q_idx.size]), k1, k2, lambda_value)
         distmat = final[:, torch.from_numpy(inverse[q_idx.size:])].numpy()
     else:

@@ -52,3 +52,35 @@ def test_bad_params_name_the_file_and_key(tmp_path):
         preset_config("X", params)
     with pytest.raises(ConfigError, match="unknown preset 'Y'"):
         preset_config("Y", params)
+
+
+def test_train_and_evaluate_notebooks_run_a_preset_end_to_end(tmp_path):
+    """The DVC stages' notebooks on the tiny synthetic benchmark: metrics, evaluation and a loud tables failure."""
+    papermill = pytest.importorskip("papermill")
+    from mambapro.data.synthetic import generate
+    from mambapro.tables import MissingResultError, build_all_tables
+
+    generate(tmp_path / "data", seed=0, size="tiny")
+    params = load_params(ROOT / "params.yaml")
+    params.update(seeds=[0], train_presets=["C"], evaluate_presets=["C"])
+    params["profiles"]["default"] = {
+        "data": {"root": str(tmp_path / "data"), "image_size": [32, 16], "batch_size": 8, "test_batch_size": 16},
+        "train": {"epochs": 2, "warmup_epochs": 1},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = {"preset": "C", "params_file": str(tmp_path / "params.yaml"), "runs_dir": str(tmp_path / "runs"),
+              "results_dir": str(tmp_path / "results" / "runs")}
+    for name in ("train", "evaluate"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
+                                   parameters=common, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    import json
+
+    metrics = json.loads((tmp_path / "results" / "runs" / "C" / "metrics.json").read_text())
+    assert metrics["summary"]["seeds"] == [0] and len(metrics["runs"][0]["history"]) == 2
+    assert metrics["runs"][0]["best"]["mAP"] == max(h["mAP"] for h in metrics["runs"][0]["history"])
+    evaluation = json.loads((tmp_path / "results" / "runs" / "C" / "evaluation.json").read_text())
+    assert set(evaluation["mean"]) == {"full", "rerank", *(f"missing_{m}" for m in ("r", "n", "t", "rn", "rt", "nt"))}
+    assert evaluation["mean"]["full"]["mAP"] == pytest.approx(metrics["runs"][0]["best"]["mAP"])
+    with pytest.raises(MissingResultError, match="A"):  # row A of Table 3 was never trained
+        build_all_tables(tmp_path / "results", tmp_path / "tables", profile="default")
+    assert not (tmp_path / "tables").exists()
