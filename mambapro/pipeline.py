@@ -52,16 +52,21 @@ def write_json(obj: Any, path: str | Path) -> None:
 
 
 def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                 results_dir: str | Path = "results/runs", progress: bool = True) -> dict[str, Any]:
-    """Train ``preset`` once per seed (resuming interrupted runs) and write ``results/runs/<preset>/metrics.json``
-    with each seed's last- and best-epoch metrics and their mean and standard deviation."""
+                 results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
+                 overrides: dict | None = None) -> dict[str, Any]:
+    """Train ``preset`` once per seed (resuming interrupted runs) and write ``results/runs/<name>/metrics.json``
+    with each seed's last- and best-epoch metrics and their mean and standard deviation.  ``name`` (default: the
+    preset) and ``overrides`` name and configure a variant, e.g. the vehicle run of ``params.yaml``'s ``vehicle``."""
     from mambapro.engine import summarize_seeds, train
 
     params = load_params(params_file)
     cfg = preset_config(preset, params)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, where=f"overrides of run {name}")
+    name = name or preset
     runs = []
     for seed in params["seeds"]:
-        result = train(cfg, Path(runs_dir) / preset / f"seed{seed}", seed, progress=progress)
+        result = train(cfg, Path(runs_dir) / name / f"seed{seed}", seed, progress=progress)
         runs.append({k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")})
     out = {
         "preset": preset,
@@ -71,8 +76,17 @@ def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir:
         "runs": runs,
         "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch",
     }
-    write_json(out, Path(results_dir) / preset / "metrics.json")
+    write_json(out, Path(results_dir) / name / "metrics.json")
     return out["summary"]
+
+
+def train_vehicle(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
+                  results_dir: str | Path = "results/runs", progress: bool = True) -> dict[str, Any]:
+    """The vehicle run of ``params.yaml`` (``vehicle: {name, preset, overrides}``) behind Fig. 11's Grad-CAM."""
+    v = load_params(params_file).get("vehicle")
+    if not v:
+        raise ConfigError(f"{params_file}: no 'vehicle' entry (name, preset, overrides)")
+    return train_preset(v["preset"], params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
 
 
 def evaluate_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
