@@ -1,0 +1,338 @@
+"""Selective scan (S6, paper Eqs. 22-23; official-implementation.md sec. 1.5): mambapro's own op with three backends.
+
+Semantics of mamba-ssm's ``selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+delta_softplus=False)``, with u, delta [B, D, L], A [D, N], input-dependent B, C [B, N, L], D and delta_bias [D]::
+
+    Δ = softplus(delta + delta_bias) (or delta + delta_bias),  dA_t = exp(Δ_t A),
+    h_t = dA_t ⊙ h_{t-1} + Δ_t B_t u_t,   y_t = C_t · h_t + D u_t,   out = y ⊙ SiLU(z) when z is given.
+
+Backends (``backend=`` / ``AggregationConfig.scan_backend``):
+
+* ``"cuda"``: mamba-ssm's CUDA kernel; imported lazily and guarded (every ``import mamba_ssm`` fails on a CPU-only
+  machine), so importing mambapro never needs it.  Asking for it without CUDA tensors or mamba-ssm is an error.
+* ``"chunked"``: pure PyTorch, the CPU default, also runs on GPU.  A custom autograd Function walks the sequence in
+  chunks with the plain recurrence (no cumulative products, no exp of cumulative sums, so nothing can overflow for
+  long sequences or large Δ·A), keeps only the chunk-boundary states for the backward and recomputes each chunk's
+  states there, running the adjoint recurrence in reverse.
+* ``"reference"``: a plain sequential loop differentiated by autograd; the ground truth of the tests.
+
+``"auto"`` picks ``"cuda"`` when mamba-ssm imports and the tensors are on CUDA, else ``"chunked"``; the choice is
+logged once per backend and returned by :func:`resolve_backend` (the SSM module stores it as ``ssm.backend``).
+
+FLOPs: :func:`fvcore_handles` counts the official formula (``modeling/fusion_part/mamba.py:27-48``, sec. 6):
+9·B·L·D·N, + B·D·L with D, + B·D·L with z.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "cuda", "chunked", "reference")
+DEFAULT_CHUNK = 16  # from benchmarks/scan_backends.py --chunks: 8-16 best, 64 ~30% slower (fwd+bwd, 2 cores)
+_logged: set[str] = set()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backend selection
+
+
+@functools.lru_cache(maxsize=1)
+def _mamba_scan() -> tuple[Callable | None, str]:
+    """mamba-ssm's ``selective_scan_fn`` or None, with the reason it could not be imported."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except Exception as err:  # ImportError, or OSError/RuntimeError from its CUDA extension on CPU-only machines
+        return None, f"{type(err).__name__}: {err}"
+    return selective_scan_fn, ""
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """The backend that runs for ``requested`` on ``device``; logs the choice once per backend name."""
+    if requested not in BACKENDS:
+        raise ValueError(f"scan_backend = {requested!r} is not one of: {', '.join(BACKENDS)}")
+    on_cuda = torch.device(device).type == "cuda"
+    if requested == "cuda":
+        fn, why = _mamba_scan()
+        if not on_cuda or fn is None:
+            problem = (f"tensors are on {torch.device(device)}" if not on_cuda
+                       else f"mamba_ssm does not import ({why})")
+            raise RuntimeError(
+                f"aggregation.scan_backend = 'cuda' needs CUDA tensors and an importable mamba_ssm, but {problem}; "
+                "use 'auto' or 'chunked'"
+            )
+        chosen = "cuda"
+    elif requested == "auto":
+        chosen = "cuda" if on_cuda and _mamba_scan()[0] is not None else "chunked"
+    else:
+        chosen = requested
+    if chosen not in _logged:
+        _logged.add(chosen)
+        log.info("selective scan backend: %s (requested %r, device %s)", chosen, requested, torch.device(device))
+    return chosen
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto",
+                   chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Selective scan with mamba-ssm's signature; ``backend`` as in the module docstring.  Returns [B, D, L]."""
+    chosen = resolve_backend(backend, u.device)
+    if chosen == "cuda":
+        return _mamba_scan()[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if chosen == "reference":
+        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+
+
+def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
+    if u.dim() != 3 or delta.shape != u.shape:
+        raise ValueError(f"selective scan: u and delta must both be [B, D, L], got {tuple(u.shape)} / "
+                         f"{tuple(delta.shape)}")
+    b, d, length = u.shape
+    if A.dim() != 2 or A.shape[0] != d:
+        raise ValueError(f"selective scan: A must be [D={d}, N], got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        if tuple(t.shape) != (b, n, length):
+            raise ValueError(f"selective scan: {name} must be [B, N, L] = {(b, n, length)}, got {tuple(t.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and tuple(t.shape) != (d,):
+            raise ValueError(f"selective scan: {name} must be [D] = ({d},), got {tuple(t.shape)}")
+    if z is not None and z.shape != u.shape:
+        raise ValueError(f"selective scan: z must be [B, D, L] = {tuple(u.shape)}, got {tuple(z.shape)}")
+
+
+def _compute_dtype(u: torch.Tensor) -> torch.dtype:
+    """fp64 stays fp64; fp32 and half precision run in fp32, like the CUDA kernel."""
+    return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference: autograd over a Python loop
+
+
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Sequential scan, one step per token, differentiated by autograd; the tests' ground truth.  Autograd keeps every
+    step's tensors, so its backward needs about 3x the chunked backend's memory (benchmarks/scan_backends.py)."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    dtype, cd = u.dtype, _compute_dtype(u)
+    u, delta, A, B, C = (t.to(cd) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(cd)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])
+    ys = []
+    for t in range(u.shape[2]):
+        dt = delta[:, :, t, None]
+        h = torch.exp(dt * A) * h + (dt * u[:, :, t, None]) * B[:, None, :, t]
+        ys.append((h * C[:, None, :, t]).sum(-1))
+    y = torch.stack(ys, dim=-1)
+    if D is not None:
+        y = y + u * D.to(cd)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(cd))
+    return y.to(dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Chunked: recurrence in chunks, boundary states saved, chunk states recomputed in the backward
+
+
+def _chunk_states(h0, dA, H):
+    """In place: turn ``H`` [T, B, D, N], holding Δ_t u_t B_t, into the states h_t = dA_t h_{t-1} + Δ_t u_t B_t of a
+    chunk started from h0."""
+    H[0].addcmul_(dA[0], h0)
+    for t in range(1, dA.shape[0]):
+        H[t].addcmul_(dA[t], H[t - 1])
+    return H
+
+
+def _fill_chunk(dA, H, dt, dtu, A, Bt):
+    """dA_t = exp(Δ_t A) and Δ_t u_t B_t written into preallocated chunk buffers."""
+    torch.mul(dt[:, :, :, None], A, out=dA).exp_()
+    torch.mul(dtu[:, :, :, None], Bt[:, :, None, :], out=H)
+
+
+@contextlib.contextmanager
+def _untraced():
+    """Inside a traced autograd Function, keep the per-step ops out of the jit trace: fvcore only needs the single
+    ``prim::PythonOp`` node, and recording thousands of inner ops made tracing take minutes at long sequences."""
+    get, put = getattr(torch._C, "_get_tracing_state", None), getattr(torch._C, "_set_tracing_state", None)
+    state = get() if get is not None and put is not None else None
+    if state is None:
+        yield
+        return
+    put(None)
+    try:
+        yield
+    finally:
+        put(state)
+
+
+class SelectiveScanChunked(torch.autograd.Function):
+    """The chunked backend.  Time-major internally ([L, B, D(, N)]) so that each step is one contiguous slice; the
+    chunk buffers ([T, B, D, N]) are allocated once per call and reused, which keeps them in cache."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size):
+        dtype, cd = u.dtype, _compute_dtype(u)
+        with _untraced(), torch.autocast(u.device.type, enabled=False):
+            ut = u.to(cd).permute(2, 0, 1).contiguous()  # [L, B, D]
+            Bt, Ct = (t.to(cd).permute(2, 0, 1).contiguous() for t in (B, C))  # [L, B, N]
+            Ac = A.to(cd)
+            dt = _delta(delta.to(cd), delta_bias, delta_softplus, cd).permute(2, 0, 1).contiguous()
+            dtu = dt * ut
+            length, b, d = ut.shape
+            n = Ac.shape[1]
+            T = min(chunk_size, length)
+            y = ut.new_empty(length, b, d, 1)
+            starts = range(0, length, T)
+            states = ut.new_empty(len(starts), b, d, n)
+            dA_buf, H_buf = ut.new_empty(T, b, d, n), ut.new_empty(T, b, d, n)
+            states[0].zero_()
+            for k, s in enumerate(starts):
+                e = min(s + T, length)
+                dA, H = dA_buf[: e - s], H_buf[: e - s]
+                if k:
+                    states[k].copy_(H_buf[T - 1])  # the previous chunk's last state, before the buffer is reused
+                _fill_chunk(dA, H, dt[s:e], dtu[s:e], Ac, Bt[s:e])
+                _chunk_states(states[k], dA, H)
+                torch.matmul(H, Ct[s:e, :, :, None], out=y[s:e])
+            y = y.squeeze(-1)
+            if D is not None:
+                y.addcmul_(ut, D.to(cd))
+            out = y.permute(1, 2, 0)
+            if z is not None:
+                out = out * F.silu(z.to(cd))
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states, dt)  # dt: Δ, [L, B, D], spares a softplus
+        ctx.delta_softplus, ctx.chunk = delta_softplus, T
+        return out.to(dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        u, delta, A, B, C, D, z, delta_bias, states, dt = ctx.saved_tensors
+        cd, T = _compute_dtype(u), ctx.chunk
+        with torch.autocast(u.device.type, enabled=False):
+            ut = u.to(cd).permute(2, 0, 1).contiguous()
+            Bt, Ct = (t.to(cd).permute(2, 0, 1).contiguous() for t in (B, C))
+            Ac = A.to(cd)
+            dtu = dt * ut
+            g_out = gout.to(cd).permute(2, 0, 1)  # [L, B, D]
+            if z is not None:
+                zt = z.to(cd).permute(2, 0, 1)
+                sig = torch.sigmoid(zt)
+                gy = (g_out * zt * sig).contiguous()  # through the SiLU(z) gate
+                y_ssm = torch.empty_like(ut)[..., None]  # C·h, recomputed chunk by chunk for dL/dz
+            else:
+                gy = g_out.contiguous()
+            length, b, d = ut.shape
+            n = Ac.shape[1]
+            g_dtu, gdt = torch.empty_like(ut), torch.empty_like(ut)
+            gB, gC = torch.empty_like(Bt), torch.empty_like(Ct)
+            gA = torch.zeros_like(Ac)
+            dA_buf, H_buf, G_buf = (ut.new_empty(T, b, d, n) for _ in range(3))
+            carry = None  # dA_{s'} ⊙ G_{s'} of the next chunk's first step s': the gradient reaching this chunk's end
+            for k in range(states.shape[0] - 1, -1, -1):
+                s, e = k * T, min((k + 1) * T, length)
+                dA, H, G = dA_buf[: e - s], H_buf[: e - s], G_buf[: e - s]
+                h0 = states[k]
+                _fill_chunk(dA, H, dt[s:e], dtu[s:e], Ac, Bt[s:e])
+                _chunk_states(h0, dA, H)
+                if z is not None:
+                    torch.matmul(H, Ct[s:e, :, :, None], out=y_ssm[s:e])
+                torch.matmul(gy[s:e, :, None, :], H, out=gC[s:e, :, None, :])
+                torch.mul(gy[s:e, :, :, None], Ct[s:e, :, None, :], out=G)  # dL/dh_t, completed backwards in place
+                if carry is not None:
+                    G[-1].add_(carry)
+                for t in range(e - s - 2, -1, -1):
+                    G[t].addcmul_(dA[t + 1], G[t + 1])
+                carry = dA[0] * G[0]
+                # h_t = dA_t h_{t-1} + (Δ_t u_t) B_t
+                torch.matmul(G, Bt[s:e, :, :, None], out=g_dtu[s:e, :, :, None])
+                torch.matmul(dtu[s:e, :, None, :], G, out=gB[s:e, :, None, :])
+                # dA_t = exp(Δ_t A): dL/d(Δ_t A) = G_t ⊙ h_{t-1} ⊙ dA_t, in place in G
+                G[1:].mul_(H[:-1])
+                G[0].mul_(h0)
+                G.mul_(dA)
+                torch.sum(torch.mul(G, Ac, out=dA), -1, out=gdt[s:e])  # dA is free now: scratch space
+                gA += G.mul_(dt[s:e, :, :, None]).sum((0, 1))
+            gdt.addcmul_(g_dtu, ut)
+            gu = g_dtu.mul_(dt)
+            gD = gz = None
+            if D is not None:
+                gu.addcmul_(gy, D.to(cd))
+                gD = (gy * ut).sum((0, 1)).to(D.dtype)
+            if z is not None:
+                y = y_ssm.squeeze(-1)
+                if D is not None:
+                    y.addcmul_(ut, D.to(cd))
+                gz = (g_out * y * sig * (1 + zt * (1 - sig))).permute(1, 2, 0).to(z.dtype)
+            gdt = gdt.permute(1, 2, 0)
+            if ctx.delta_softplus:  # F.softplus's own derivative: linear above its threshold of 20
+                pre = delta.to(cd) if delta_bias is None else delta.to(cd) + delta_bias.to(cd)[:, None]
+                gdt = gdt * torch.where(pre > 20, 1.0, torch.sigmoid(pre))
+            g_bias = gdt.sum((0, 2)).to(delta_bias.dtype) if delta_bias is not None else None
+        back = [g.permute(1, 2, 0) for g in (gu, gB, gC)]
+        return (back[0].to(u.dtype), gdt.to(delta.dtype), gA.to(A.dtype), back[1].to(B.dtype), back[2].to(C.dtype),
+                gD, gz, g_bias, None, None)
+
+
+def _delta(dt_raw, delta_bias, delta_softplus, cd):
+    """Δ = softplus(delta + delta_bias) (or without the softplus), on [B, D, L]."""
+    if delta_bias is not None:
+        dt_raw = dt_raw + delta_bias.to(cd)[:, None]
+    return F.softplus(dt_raw) if delta_softplus else dt_raw
+
+
+def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                           chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """The chunked pure-PyTorch backend (see :class:`SelectiveScanChunked`)."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    if chunk_size < 1:
+        raise ValueError(f"selective scan: chunk_size must be >= 1, got {chunk_size}")
+    return SelectiveScanChunked.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), int(chunk_size))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def scan_flops(batch: int, length: int, channels: int, d_state: int, with_d: bool, with_z: bool) -> int:
+    """Official count (sec. 6): 9·B·L·D·N, + B·D·L with D, + B·D·L with z (fvcore convention, one MAC = one FLOP)."""
+    flops = 9 * batch * length * channels * d_state
+    return flops + batch * channels * length * (int(with_d) + int(with_z))
+
+
+def _scan_flop_handle(inputs, outputs) -> int:
+    """fvcore handle for a traced scan Function (``prim::PythonOp``): positional arguments are rebuilt from the node's
+    calling convention ('d' = traced tensor input, 'c' = constant such as None), so optional D / z are detected."""
+    node = outputs[0].node()
+    dynamic, scalars = iter(inputs), iter(node.scalar_args())
+    args = [next(dynamic) if c == "d" else next(scalars) for c in node.cconv()]
+    u_shape = args[0].type().sizes()
+    a_shape = args[2].type().sizes()
+    with_d = len(args) > 5 and isinstance(args[5], torch._C.Value)
+    with_z = len(args) > 6 and isinstance(args[6], torch._C.Value)
+    batch, channels, length = u_shape
+    return scan_flops(batch, length, channels, a_shape[1], with_d, with_z)
+
+
+def fvcore_handles() -> dict[str, Callable]:
+    """fvcore op handles for the scan, keyed by the names fvcore gives traced autograd Functions
+    (``prim::PythonOp.<class name>``): this module's chunked Function and mamba-ssm's ``SelectiveScanFn``.
+    The reference backend traces as a loop of elementwise ops and is not counted."""
+    return {f"prim::PythonOp.{name}": _scan_flop_handle for name in ("SelectiveScanChunked", "SelectiveScanFn")}
+
+
+__all__ = [
+    "BACKENDS", "DEFAULT_CHUNK", "SelectiveScanChunked", "fvcore_handles", "resolve_backend", "scan_flops",
+    "selective_scan", "selective_scan_chunked", "selective_scan_reference",
+]

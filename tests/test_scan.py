@@ -1,0 +1,286 @@
+"""Selective scan backends (mambapro/scan.py): chunked == sequential reference (outputs and every input gradient),
+numerical safety, backend selection and reporting, and the fvcore FLOP handle (official formula, sec. 6)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from mambapro import scan
+from mambapro.scan import (
+    fvcore_handles,
+    resolve_backend,
+    scan_flops,
+    selective_scan,
+    selective_scan_chunked,
+    selective_scan_reference,
+)
+
+ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make_inputs(b, d, n, length, dtype, delta_max=1.0, seed=0, with_d=True, with_z=False, with_bias=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    args = {
+        "u": rnd(b, d, length),
+        "delta": torch.rand(b, d, length, generator=g, dtype=dtype) * delta_max,  # pre-softplus Δ in [0, max)
+        "A": -torch.rand(d, n, generator=g, dtype=dtype) * 16 - 0.1,  # like -exp(A_log), A_log = log(1..16)
+        "B": rnd(b, n, length),
+        "C": rnd(b, n, length),
+        "D": rnd(d) if with_d else None,
+        "z": rnd(b, d, length) if with_z else None,
+        "delta_bias": rnd(d) * 0.5 if with_bias else None,
+    }
+    for v in args.values():
+        if v is not None:
+            v.requires_grad_(True)
+    return args
+
+
+def run(fn, args, softplus, **kw):
+    y = fn(**args, delta_softplus=softplus, **kw)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(7), dtype=y.dtype)
+    names = [k for k, v in args.items() if v is not None]
+    grads = torch.autograd.grad(y, [args[k] for k in names], g)
+    return y.detach(), dict(zip(names, grads))
+
+
+def assert_rel_close(actual, expected, tol, what):
+    """Norm-wise relative error (elementwise relative error is ill-posed where values cross zero)."""
+    scale = expected.norm().item()
+    err = (actual - expected).norm().item()
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    assert err <= tol * max(scale, 1e-30) or err <= 1e-30, f"{what}: relative error {err / max(scale, 1e-30):.2e}"
+
+
+CASES = [  # (B, D, N, L, chunk, delta_max, softplus, with_d, with_z, with_bias)
+    (2, 3, 4, 1, 16, 1.0, True, True, False, True),  # L = 1
+    (2, 5, 3, 13, 4, 10.0, True, True, True, True),  # L not divisible by the chunk, Δ up to 10, with z
+    (3, 8, 16, 37, 16, 3.0, False, False, False, False),  # no D, no bias, no softplus
+    (1, 4, 2, 64, 64, 10.0, True, True, True, False),  # one chunk exactly
+    (2, 6, 5, 100, 7, 0.5, True, True, False, True),  # many odd chunks
+]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}D{c[1]}N{c[2]}L{c[3]}c{c[4]}")
+def test_chunked_matches_reference(case, dtype, tol):
+    b, d, n, length, chunk, delta_max, softplus, with_d, with_z, with_bias = case
+    args = make_inputs(b, d, n, length, dtype, delta_max, with_d=with_d, with_z=with_z, with_bias=with_bias)
+    y_ref, g_ref = run(selective_scan_reference, args, softplus)
+    y, g = run(selective_scan_chunked, args, softplus, chunk_size=chunk)
+    assert y.dtype == dtype and y.shape == (b, d, length)
+    assert_rel_close(y, y_ref, tol, "output")
+    assert set(g) == set(g_ref)
+    for name in g_ref:
+        assert_rel_close(g[name], g_ref[name], tol, f"d/d{name}")
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_long_sequence_matches_reference(dtype, tol):
+    """L = 6144 (small B, D, N), Δ up to 10: chunk boundaries, long products of decays, no drift."""
+    args = make_inputs(1, 3, 4, 6144, dtype, delta_max=10.0, seed=3, with_z=True)
+    y_ref, g_ref = run(selective_scan_reference, args, True)
+    y, g = run(selective_scan_chunked, args, True, chunk_size=64)
+    assert_rel_close(y, y_ref, tol, "output")
+    for name in g_ref:
+        assert_rel_close(g[name], g_ref[name], tol, f"d/d{name}")
+
+
+def test_large_delta_a_is_finite():
+    """Δ·A down to about -1e5 (a cumulative-sum formulation would overflow exp) gives finite outputs and gradients
+    that still match the reference."""
+    args = make_inputs(2, 4, 16, 300, torch.float32, delta_max=1.0, seed=5)
+    with torch.no_grad():
+        args["delta"].mul_(2000.0)  # softplus(x) ≈ x: Δ up to 2000, |A| up to 16
+    y_ref, g_ref = run(selective_scan_reference, args, True)
+    y, g = run(selective_scan_chunked, args, True, chunk_size=32)
+    assert_rel_close(y, y_ref, 1e-5, "output")
+    for name in g_ref:
+        assert_rel_close(g[name], g_ref[name], 1e-5, f"d/d{name}")
+
+
+def test_recurrence_by_hand():
+    """One channel, one state, no softplus: h_t = exp(Δ_t a) h_{t-1} + Δ_t b_t u_t, y_t = c_t h_t + D u_t."""
+    u = torch.tensor([[[1.0, 2.0, -1.0]]], dtype=torch.float64)
+    delta = torch.tensor([[[0.5, 1.0, 2.0]]], dtype=torch.float64)
+    a, bb, cc, dd = -0.7, [0.3, -1.2, 0.8], [1.5, 0.4, -2.0], 0.25
+    h, expected = 0.0, []
+    for t in range(3):
+        h = math.exp(delta[0, 0, t].item() * a) * h + delta[0, 0, t].item() * bb[t] * u[0, 0, t].item()
+        expected.append(cc[t] * h + dd * u[0, 0, t].item())
+    A = torch.tensor([[a]], dtype=torch.float64)
+    B = torch.tensor([[bb]], dtype=torch.float64)
+    C = torch.tensor([[cc]], dtype=torch.float64)
+    D = torch.tensor([dd], dtype=torch.float64)
+    for backend in ("chunked", "reference"):
+        y = selective_scan(u, delta, A, B, C, D, backend=backend, chunk_size=2)
+        torch.testing.assert_close(y[0, 0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+def test_chunked_gradcheck():
+    args = make_inputs(1, 2, 3, 5, torch.float64, delta_max=2.0, seed=11, with_z=True)
+    names = [k for k, v in args.items() if v is not None]
+
+    def f(*tensors):
+        return selective_scan_chunked(**dict(zip(names, tensors)), delta_softplus=True, chunk_size=2)
+
+    assert torch.autograd.gradcheck(f, tuple(args[k] for k in names))
+
+
+def test_half_precision_runs_in_fp32():
+    args = make_inputs(1, 4, 3, 9, torch.float32, seed=2)
+    ref = selective_scan_reference(**args, delta_softplus=True)
+    half = {k: (v.detach().bfloat16() if v is not None else None) for k, v in args.items()}
+    y = selective_scan_chunked(**half, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    assert_rel_close(y.float(), ref.detach(), 3e-2, "bf16 output")
+
+
+def test_bad_shapes_raise():
+    args = make_inputs(1, 4, 3, 9, torch.float32)
+    args["B"] = args["B"][:, :, :5]
+    with pytest.raises(ValueError, match="B must be"):
+        selective_scan_chunked(**args)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Backend selection and reporting
+
+
+@pytest.fixture
+def no_mamba(monkeypatch):
+    """mamba_ssm made unimportable (as on every CPU-only machine)."""
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
+    scan._mamba_scan.cache_clear()
+    yield
+    scan._mamba_scan.cache_clear()
+
+
+@pytest.fixture
+def fake_mamba(monkeypatch):
+    """A stand-in mamba_ssm whose selective_scan_fn is the reference scan (to test dispatch without a GPU)."""
+    calls = []
+
+    def fake_fn(*a, **k):
+        calls.append(a)
+        return selective_scan_reference(*a, **k)
+
+    pkg = types.ModuleType("mamba_ssm")
+    ops = types.ModuleType("mamba_ssm.ops")
+    iface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
+    iface.selective_scan_fn = fake_fn
+    for name, mod in (("mamba_ssm", pkg), ("mamba_ssm.ops", ops), ("mamba_ssm.ops.selective_scan_interface", iface)):
+        monkeypatch.setitem(sys.modules, name, mod)
+    pkg.ops, ops.selective_scan_interface = ops, iface
+    scan._mamba_scan.cache_clear()
+    yield calls
+    scan._mamba_scan.cache_clear()
+
+
+def test_auto_selects_chunked_on_cpu(no_mamba):
+    assert resolve_backend("auto", "cpu") == "chunked"
+    assert resolve_backend("auto", "cuda") == "chunked"  # CUDA device but no mamba_ssm
+    assert resolve_backend("reference", "cpu") == "reference"
+
+
+def test_auto_selects_cuda_kernel_when_available(fake_mamba):
+    assert resolve_backend("auto", "cuda") == "cuda"
+    assert resolve_backend("auto", "cpu") == "chunked"
+    assert resolve_backend("cuda", "cuda:0") == "cuda"
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(no_mamba, fake_mamba):
+    with pytest.raises(RuntimeError, match="scan_backend = 'cuda' needs CUDA tensors.*tensors are on cpu"):
+        resolve_backend("cuda", "cpu")
+
+
+def test_cuda_request_without_mamba_names_the_import_error(no_mamba):
+    with pytest.raises(RuntimeError, match="mamba_ssm does not import"):
+        resolve_backend("cuda", "cuda")
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="not one of: auto, cuda, chunked, reference"):
+        resolve_backend("triton", "cpu")
+
+
+def test_backend_choice_logged_once(caplog, monkeypatch):
+    monkeypatch.setattr(scan, "_logged", set())
+    with caplog.at_level(logging.INFO, logger="mambapro.scan"):
+        for _ in range(3):
+            resolve_backend("chunked", "cpu")
+    assert [r.getMessage() for r in caplog.records].count(
+        "selective scan backend: chunked (requested 'chunked', device cpu)") == 1
+
+
+def test_importing_mambapro_never_imports_mamba_ssm():
+    """With mamba_ssm unimportable (as on any CPU-only machine), importing the scan and the aggregators works."""
+    code = ("import sys; sys.modules['mamba_ssm'] = None; import mambapro.scan, mambapro.aggregation; "
+            "print(mambapro.scan.resolve_backend('auto', 'cpu'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "chunked"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_backend_matches_chunked_and_reference():
+    pytest.importorskip("mamba_ssm")
+    scan._mamba_scan.cache_clear()
+    args = make_inputs(2, 64, 16, 300, torch.float32, delta_max=3.0, with_z=True)
+    cuda_args = {k: (v.detach().cuda().requires_grad_() if v is not None else None) for k, v in args.items()}
+    y_ref, g_ref = run(selective_scan_reference, args, True)
+    for backend in ("cuda", "chunked"):
+        y, g = run(functools.partial(selective_scan, backend=backend), cuda_args, True)
+        assert_rel_close(y.cpu(), y_ref, 1e-4, f"{backend} output")
+        for name in g_ref:
+            assert_rel_close(g[name].cpu(), g_ref[name], 1e-3, f"{backend} d/d{name}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def test_flop_formula_matches_official_scan_term():
+    """Sec. 6: the scan term of one MA block is 0.114 G (3 SSMs over 128 tokens + 1 over 384, D 1024, N 16)."""
+    intra = 3 * scan_flops(1, 128, 1024, 16, with_d=True, with_z=False)
+    inter = scan_flops(1, 384, 1024, 16, with_d=True, with_z=False)
+    assert round((intra + inter) / 1e9, 3) == 0.114
+    assert scan_flops(2, 5, 3, 4, False, False) == 9 * 2 * 5 * 3 * 4
+    assert scan_flops(2, 5, 3, 4, True, True) == 9 * 2 * 5 * 3 * 4 + 2 * 2 * 3 * 5
+
+
+@pytest.mark.parametrize("with_d, with_z", [(True, False), (False, False), (True, True), (False, True)])
+def test_fvcore_counts_the_traced_scan(with_d, with_z):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, u, delta, A, B, C, D, z):
+            return selective_scan(u, delta, A, B, C, D if with_d else None, z if with_z else None,
+                                  delta_bias=D, delta_softplus=True, backend="chunked")
+
+    b, d, n, length = 2, 6, 4, 10
+    args = make_inputs(b, d, n, length, torch.float32, with_z=True)
+    inputs = tuple(args[k].detach() for k in ("u", "delta", "A", "B", "C", "D", "z"))
+    analysis = FlopCountAnalysis(Wrapper(), inputs).set_op_handle(**fvcore_handles())
+    analysis.unsupported_ops_warnings(False)
+    assert "prim::PythonOp.SelectiveScanChunked" in fvcore_handles()
+    assert analysis.total() == scan_flops(b, length, d, n, with_d, with_z)
+    assert not any(k.startswith("prim::PythonOp") for k in analysis.unsupported_ops())
