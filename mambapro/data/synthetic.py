@@ -543,16 +543,23 @@ def _split_stats(records: list[tuple[int, int, int]]) -> dict[str, int]:
             "scenes": len({r[2] for r in records if r[2] >= 0})}
 
 
+def _split_identities(rng: np.random.Generator, vocab, visible, n_train: int, n_test: int, taken: set,
+                      id_high: int) -> tuple[list, list, list[int], list[int]]:
+    """Train and test identities (disjoint attribute tuples) and their sorted raw ids, drawn from 1..id_high."""
+    train_ids = _draw_identities(rng, vocab, n_train, taken)
+    test_ids = _draw_identities(rng, vocab, n_test, taken)
+    _force_collisions(train_ids, vocab, visible, taken)
+    _force_collisions(test_ids, vocab, visible, taken)
+    pids = _pids(rng, len(train_ids) + len(test_ids), 1, id_high)
+    order = rng.permutation(len(pids))
+    return (train_ids, test_ids, sorted(pids[i] for i in order[: len(train_ids)]),
+            sorted(pids[i] for i in order[len(train_ids):]))
+
+
 def _make_rgbnt201(out: Path, seed: int, sz: SyntheticSizes, taken: set) -> dict:
     rng = np.random.default_rng([seed, 201])
-    train_ids = _draw_identities(rng, PERSON_VOCAB, sz.person_train_ids, taken)
-    test_ids = _draw_identities(rng, PERSON_VOCAB, sz.person_test_ids, taken)
-    _force_collisions(train_ids, PERSON_VOCAB, PERSON_VISIBLE, taken)
-    _force_collisions(test_ids, PERSON_VOCAB, PERSON_VISIBLE, taken)
-    pids = _pids(rng, len(train_ids) + len(test_ids), 1, 999)
-    order = rng.permutation(len(pids))
-    train_pids = sorted(pids[i] for i in order[: len(train_ids)])
-    test_pids = sorted(pids[i] for i in order[len(train_ids):])
+    train_ids, test_ids, train_pids, test_pids = _split_identities(
+        rng, PERSON_VOCAB, PERSON_VISIBLE, sz.person_train_ids, sz.person_test_ids, taken, 999)
     stats, serial = {}, 0
     for split, folder, ids, raw in (("train", "train_171", train_ids, train_pids),
                                     ("test", "test", test_ids, test_pids)):
@@ -574,14 +581,8 @@ def _make_rgbnt201(out: Path, seed: int, sz: SyntheticSizes, taken: set) -> dict
 
 def _make_rgbnt100(out: Path, seed: int, sz: SyntheticSizes, taken: set) -> dict:
     rng = np.random.default_rng([seed, 100])
-    train_ids = _draw_identities(rng, VEHICLE_VOCAB, sz.vehicle_train_ids, taken)
-    test_ids = _draw_identities(rng, VEHICLE_VOCAB, sz.vehicle_test_ids, taken)
-    _force_collisions(train_ids, VEHICLE_VOCAB, VEHICLE_VISIBLE, taken)
-    _force_collisions(test_ids, VEHICLE_VOCAB, VEHICLE_VISIBLE, taken)
-    pids = _pids(rng, len(train_ids) + len(test_ids), 1, 600)
-    order = rng.permutation(len(pids))
-    train_pids = sorted(pids[i] for i in order[: len(train_ids)])
-    test_pids = sorted(pids[i] for i in order[len(train_ids):])
+    train_ids, test_ids, train_pids, test_pids = _split_identities(
+        rng, VEHICLE_VOCAB, VEHICLE_VISIBLE, sz.vehicle_train_ids, sz.vehicle_test_ids, taken, 600)
     recs = {"train": [], "query": [], "gallery": []}
     serial = 0
     base = out / "RGBNT100" / "rgbir"
@@ -606,14 +607,8 @@ def _make_rgbnt100(out: Path, seed: int, sz: SyntheticSizes, taken: set) -> dict
 
 def _make_msvr310(out: Path, seed: int, sz: SyntheticSizes, taken: set) -> dict:
     rng = np.random.default_rng([seed, 310])
-    train_ids = _draw_identities(rng, VEHICLE_VOCAB, sz.msvr_train_ids, taken)
-    test_ids = _draw_identities(rng, VEHICLE_VOCAB, sz.msvr_test_ids, taken)
-    _force_collisions(train_ids, VEHICLE_VOCAB, VEHICLE_VISIBLE, taken)
-    _force_collisions(test_ids, VEHICLE_VOCAB, VEHICLE_VISIBLE, taken)
-    vids = _pids(rng, len(train_ids) + len(test_ids), 1, 9999)
-    order = rng.permutation(len(vids))
-    train_vids = sorted(vids[i] for i in order[: len(train_ids)])
-    test_vids = sorted(vids[i] for i in order[len(train_ids):])
+    train_ids, test_ids, train_vids, test_vids = _split_identities(
+        rng, VEHICLE_VOCAB, VEHICLE_VISIBLE, sz.msvr_train_ids, sz.msvr_test_ids, taken, 9999)
     recs = {"train": [], "query": [], "gallery": []}
     serial, scene_no = 0, 0
     for split, ids, raw in (("train", train_ids, train_vids), ("test", test_ids, test_vids)):
