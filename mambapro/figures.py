@@ -59,63 +59,90 @@ def _image_loader(data, size: tuple[int, int]):
     return load
 
 
-def make_all_figures(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                     results_dir: str | Path = "results", out_dir: str | Path = "results/figures",
-                     seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
-    from mambapro.engine import extract_features
-    from mambapro.metrics import compute_distance_matrix
-    from mambapro.tables import curve_data
-
-    params = load_params(params_file)
-    runs_dir, results_dir, out = Path(runs_dir), Path(results_dir), Path(out_dir)
-    written: list[Path] = []
-    device = torch.device("cpu")
-
+def training_curves(params: dict, results_dir: Path, out: Path) -> list[Path]:
+    written = []
     for preset in params["train_presets"]:
         metrics = json.loads((results_dir / "runs" / preset / "metrics.json").read_text())
         written += viz.training_curves_figure(metrics, out / "training_curves" / preset)
+    return written
 
+
+def hyperparameter_curves(results_dir: Path, out: Path) -> list[Path]:
+    """Figs. 8 and 9 from the runs' metrics."""
+    from mambapro.tables import curve_data
+
+    written = []
     for name, panels in (("fig8_dstate_dtrank", viz.FIG8_PANELS), ("fig9_depths_lengths", viz.FIG9_PANELS)):
         curves = {key: curve_data(key, results_dir) for key, _, _ in panels}
         written += viz.hyperparameter_figure(curves, panels, out / name)
+    return written
 
-    tsne_panels, models = [], {}
+
+def tsne(params: dict, runs_dir: Path, out: Path, seed: int) -> list[Path]:
+    """Fig. 5: retrieval features of models A, C, E, F (:data:`mambapro.viz.FIG5_PANELS`)."""
+    from mambapro.engine import extract_features
+
+    panels = []
     for title, preset in viz.FIG5_PANELS:
         model, data = load_run(preset_config(preset, params), runs_dir / preset, seed)
-        models[preset] = (model, data)
-        feats = extract_features(model, data.test_loader, device)
-        tsne_panels.append((title, feats.numpy(), data.test_meta["pids"]))
-    written += viz.tsne_figure(tsne_panels, out / "fig5_tsne")
+        feats = extract_features(model, data.test_loader, torch.device("cpu"))
+        panels.append((title, feats.numpy(), data.test_meta["pids"]))
+    return viz.tsne_figure(panels, out / "fig5_tsne")
 
-    model, data = models["F"]
+
+def alignment(model, data, out: Path, seed: int) -> list[Path]:
+    """Fig. 6: cross-modal cosine similarity of the same samples' tokens before and after MA."""
     batch = _test_batch(data, 16, seed)
     with torch.no_grad():
         sims = viz.alignment_similarities(model, batch["images"], batch["camid"])
-    written += viz.alignment_figure(sims, out / "fig6_alignment")
+    return viz.alignment_figure(sims, out / "fig6_alignment")
 
-    person_cfg = preset_config("F", params)
-    runs = [("fig10_gradcam_person", model, data, "Fig. 10: persons")]
-    vehicle = params.get("vehicle")
-    if vehicle:
-        vcfg = preset_config(vehicle["preset"], params)
-        from mambapro.config import apply_overrides
 
-        vcfg = apply_overrides(vcfg, vehicle["overrides"], where="params.yaml vehicle.overrides")
-        vmodel, vdata = load_run(vcfg, runs_dir / vehicle["name"], seed)
-        runs.append(("fig11_gradcam_vehicle", vmodel, vdata, "Fig. 11: vehicles"))
-    for name, m, d, title in runs:
-        b = _test_batch(d, gradcam_samples, seed)
-        maps = viz.gradcam_maps(m, b["images"], b["camid"])
-        labels = [f"id {int(p)}" for p in b["pid"]]
-        written += viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels, title=title)
+def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: int = 4) -> list[Path]:
+    """Figs. 10 / 11: Grad-CAM of the post-MA tokens of ``samples`` test identities."""
+    b = _test_batch(data, samples, seed)
+    maps = viz.gradcam_maps(model, b["images"], b["camid"])
+    labels = [f"id {int(p)}" for p in b["pid"]]
+    return viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels, title=title)
 
-    feats = extract_features(model, data.test_loader, device)
-    q, g = feats[data.query_index], feats[data.gallery_index]
-    dist = compute_distance_matrix(q, g).numpy()
-    meta, qi = data.test_meta, 0
-    q_at, g_at = data.query_index[qi], data.gallery_index
-    written += viz.rank_list_figure(
-        dist[qi], int(meta["pids"][q_at]), int(meta["camids"][q_at]), meta["pids"][g_at], meta["camids"][g_at],
-        _image_loader(data, person_cfg.data.image_size), out / "rank_list", query_index=qi, protocol=data.protocol,
+
+def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 0) -> list[Path]:
+    """The first query's top-10 gallery, three modality rows, correct matches marked."""
+    from mambapro.engine import extract_features
+    from mambapro.metrics import compute_distance_matrix
+
+    feats = extract_features(model, data.test_loader, torch.device("cpu"))
+    dist = compute_distance_matrix(feats[data.query_index], feats[data.gallery_index]).numpy()
+    meta = data.test_meta
+    q_at, g_at = data.query_index[query], data.gallery_index
+    return viz.rank_list_figure(
+        dist[query], int(meta["pids"][q_at]), int(meta["camids"][q_at]), meta["pids"][g_at], meta["camids"][g_at],
+        _image_loader(data, image_size), out / "rank_list", query_index=query, protocol=data.protocol,
         query_sceneid=int(meta["sceneids"][q_at]), gallery_sceneids=meta["sceneids"][g_at])
+
+
+def vehicle_run(params: dict, runs_dir: Path, seed: int):
+    """The model and data of ``params.yaml``'s vehicle run (Fig. 11)."""
+    from mambapro.config import apply_overrides
+
+    v = params["vehicle"]
+    cfg = apply_overrides(preset_config(v["preset"], params), v["overrides"], where="params.yaml vehicle.overrides")
+    return load_run(cfg, runs_dir / v["name"], seed)
+
+
+def make_all_figures(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
+                     results_dir: str | Path = "results", out_dir: str | Path = "results/figures",
+                     seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """Every figure; fails on the first run it needs that does not exist."""
+    params = load_params(params_file)
+    runs_dir, results_dir, out = Path(runs_dir), Path(results_dir), Path(out_dir)
+    written = training_curves(params, results_dir, out) + hyperparameter_curves(results_dir, out)
+    written += tsne(params, runs_dir, out, seed)
+    person_cfg = preset_config("F", params)
+    model, data = load_run(person_cfg, runs_dir / "F", seed)
+    written += alignment(model, data, out, seed)
+    written += gradcam(model, data, out, "fig10_gradcam_person", "Fig. 10: persons", seed, gradcam_samples)
+    vmodel, vdata = vehicle_run(params, runs_dir, seed)
+    written += gradcam(vmodel, vdata, out, "fig11_gradcam_vehicle", "Fig. 11: vehicles", seed, gradcam_samples)
+    written += rank_list(model, data, person_cfg.data.image_size, out)
     return written
