@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mambapro.config import PRESETS, Config, ConfigError, apply_overrides, build_config
+from mambapro.config import Config, ConfigError, apply_overrides, build_config
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -107,8 +106,3 @@ def evaluate_preset(preset: str, params_file: str | Path = "params.yaml", runs_d
     out = {"preset": preset, "profile": params["profile"], "per_seed": per_seed, "mean": mean}
     write_json(out, Path(results_dir) / preset / "evaluation.json")
     return mean
-
-
-def default_params() -> dict[str, Any]:
-    """The ``presets`` section of ``params.yaml``: a copy of :data:`mambapro.config.PRESETS`."""
-    return {name: copy.deepcopy(o) for name, o in PRESETS.items()}
