@@ -88,6 +88,7 @@ class DataConfig:
     shared_augmentation: bool = False  # official: independent draws per modality
     pad: int = 10
     erasing_prob: float = 0.5
+    cache_images: bool = False  # keep decoded, resized images in memory (same tensors; off at paper scale)
 
 
 @dataclass

@@ -81,10 +81,11 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
-    """Adam, L2 weight decay added to the gradient (not AdamW), one group per kind of parameter (sec. 4)."""
+    """Adam, L2 weight decay added to the gradient (not AdamW), one group per kind of parameter (sec. 4); the
+    multi-tensor (``foreach``) implementation, as on CUDA, also on the CPU."""
     from mambapro.model import param_groups
 
-    return torch.optim.Adam(param_groups(model, cfg.train))
+    return torch.optim.Adam(param_groups(model, cfg.train), foreach=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> CosineLRScheduler:
@@ -188,8 +189,8 @@ def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = No
 
 # Keys that may change between an interrupted run and its resumption without changing the result (the seed is
 # checked on its own).
-_RUNTIME_KEYS = {"train.seed", "data.num_workers", "train.device", "data.test_batch_size", "eval.rerank",
-                 "eval.missing"}
+_RUNTIME_KEYS = {"train.seed", "data.num_workers", "train.device", "data.test_batch_size", "data.cache_images",
+                 "eval.rerank", "eval.missing"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

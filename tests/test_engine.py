@@ -92,6 +92,35 @@ def test_training_is_deterministic_and_resumes_exactly_after_a_kill(tiny_root, t
     assert (tmp_path / "killed" / "dvclive" / "metrics.json").is_file()
 
 
+def test_a_process_killed_with_sigkill_resumes_to_the_same_metrics(tiny_root, tmp_path):
+    """A real kill (SIGKILL of a ``python -m mambapro.engine`` process, no clean-up) right after its first epoch's
+    checkpoint, i.e. inside epoch 2; the rerun resumes and ends with the metrics of an uninterrupted run."""
+    import signal
+    import time
+
+    over = {"data.root": str(tiny_root), "data.image_size": [32, 16], "data.batch_size": 8,
+            "data.num_instances": 4, "data.test_batch_size": 16, "train.epochs": 4, "train.warmup_epochs": 1,
+            "train.eval_every": 1}
+    cfg = build_config("default", "E", over)
+    full = train(cfg, tmp_path / "full", seed=3, progress=False)
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mambapro.engine", "--preset", "E", "--seed", "3", "--out", str(run), "--set",
+           *[f"{k}={json.dumps(v)}" for k, v in over.items()]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "last.pt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the training process ended early"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not (run / "metrics.json").exists()
+    assert load_checkpoint(run / "last.pt")["epoch"] < 4
+    resumed = train(cfg, run, seed=3, progress=False)
+    assert _metrics(resumed) == _metrics(full)
+
+
 def test_checkpoints_load_weights_only_and_refuse_other_configs(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "C", train={"epochs": 1})
     train(cfg, tmp_path / "run", seed=0, progress=False)

@@ -34,6 +34,11 @@ def test_every_train_stage_writes_metrics_and_checkpoints_outside_data():
     assert "runs/${item}" in outs and not any(o.startswith("data/") for o in outs)  # data/ is tracked by data.dvc
     assert train["do"]["metrics"][0] == {"results/runs/${item}/metrics.json": {"cache": False}}
     assert "presets.${item}" in train["do"]["params"]
+    # fast stages: the notebook runs through mambapro.runner, and data/ is one checksum file, not 4000 files to hash
+    assert "python -m mambapro.runner notebooks/train.ipynb" in train["do"]["cmd"]
+    assert "build/data_manifest.md5" in train["do"]["deps"]
+    assert not any(d.startswith("data") for d in train["do"]["deps"])
+    assert dvc["stages"]["data_manifest"]["deps"] == ["data"]
 
 
 def test_bad_params_name_the_file_and_key(tmp_path):

@@ -155,3 +155,24 @@ def test_batches_depend_on_seed_and_epoch_only(tiny_root):
         assert all(torch.equal(x["images"][m], y["images"][m]) for m in x["images"])
     c = epoch_batches(0, 3)
     assert not all(torch.equal(x["images"]["RGB"], y["images"]["RGB"]) for x, y in zip(a, c))
+
+
+def test_image_cache_gives_the_same_tensors(tiny_root):
+    import torch
+
+    from mambapro.data.loaders import build_data
+
+    def batches(cache, epoch):
+        data = build_data(_cfg(tiny_root, "RGBNT201", cache_images=cache), seed=0)
+        data.set_epoch(epoch)
+        return data, [b["images"] for b in data.train_loader] + [b["images"] for b in data.test_loader]
+
+    _, plain = batches(False, 2)
+    data, cached = batches(True, 2)
+    assert data.train_loader.dataset._cache and data.test_loader.dataset._cache  # filled on first read
+    for x, y in zip(plain, cached, strict=True):
+        assert all(torch.equal(x[m], y[m]) for m in x)
+    data.set_epoch(3)  # a second epoch from the cache still matches an uncached one
+    again = [b["images"] for b in data.train_loader]
+    fresh = batches(False, 3)[1][: len(again)]
+    assert all(torch.equal(x[m], y[m]) for x, y in zip(again, fresh) for m in x)

@@ -101,3 +101,18 @@ def test_zero_missing_rejects_unknown_settings():
         zero_missing(images, "rgb")
     with pytest.raises(KeyError, match="lacks modality"):
         zero_missing({"RGB": torch.ones(1)}, "n")
+
+
+def test_split_resize_is_exact():
+    from mambapro.data.transforms import split_resize
+
+    mm = MultiModalTransform(build_transform((128, 64), train=True, erasing_prob=1.0))
+    resize, rest = split_resize(mm)
+    assert isinstance(resize, T.Resize)
+    images = {m: _image(i, (90, 200)) for i, m in enumerate(MODALITIES)}
+    small = {m: resize(im) for m, im in images.items()}
+    for seed in range(3):
+        a, b = mm(images, seed=seed), rest(small, seed=seed)
+        assert all(torch.equal(a[m], b[m]) for m in MODALITIES)
+    with pytest.raises(ValueError, match="Resize"):
+        split_resize(rest)

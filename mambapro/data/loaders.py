@@ -20,24 +20,38 @@ from torch.utils.data import DataLoader, Dataset
 from mambapro.config import Config
 from mambapro.data.readers import DataError, ReIDDataset, Sample, load_images, read_dataset
 from mambapro.data.sampler import PKBatchSampler
-from mambapro.data.transforms import MultiModalTransform, build_transform
+from mambapro.data.transforms import MultiModalTransform, build_transform, split_resize
 
 __all__ = ["ReIDData", "ReIDImageDataset", "build_data", "test_order"]
 
 
 class ReIDImageDataset(Dataset):
-    """Samples -> transformed tensors.  Keys are an index, or ``(index, augmentation_seed)`` from the PK sampler."""
+    """Samples -> transformed tensors.  Keys are an index, or ``(index, augmentation_seed)`` from the PK sampler.
 
-    def __init__(self, samples: Sequence[Sample], transform: MultiModalTransform):
+    With ``cache=True`` each sample's decoded images, already through the transform's deterministic first step
+    (the resize, :func:`~mambapro.data.transforms.split_resize`), are kept in memory after their first read, so
+    later epochs only run the random steps: the same tensors, without the PNG decoding and resizing (about half of
+    the embedded default's loading time).  Off at paper scale, where every loader worker would hold a copy."""
+
+    def __init__(self, samples: Sequence[Sample], transform: MultiModalTransform, cache: bool = False):
         self.samples, self.transform = list(samples), transform
+        self.resize, self.rest = split_resize(transform) if cache else (None, transform)
+        self._cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _images(self, index: int) -> dict:
+        if self.resize is None:
+            return load_images(self.samples[index])
+        if index not in self._cache:
+            self._cache[index] = {m: self.resize(im) for m, im in load_images(self.samples[index]).items()}
+        return self._cache[index]
+
     def __getitem__(self, key) -> dict:
         index, seed = key if isinstance(key, tuple) else (key, None)
         s = self.samples[index]
-        return {"images": self.transform(load_images(s), seed), "pid": s.pid, "camid": s.camid,
+        return {"images": self.rest(self._images(index), seed), "pid": s.pid, "camid": s.camid,
                 "sceneid": s.sceneid, "index": index}
 
 
@@ -80,7 +94,7 @@ class ReIDData:
 
 def build_data(cfg: Config, seed: int) -> ReIDData:
     """Loaders for ``cfg.data`` (dataset, root, image_size, batch_size, num_instances, test_batch_size, num_workers,
-    shared_augmentation, pad, erasing_prob), deterministic for ``seed``."""
+    shared_augmentation, pad, erasing_prob, cache_images), deterministic for ``seed``."""
     d = cfg.data
     data = read_dataset(d.dataset, d.root)
     size = tuple(d.image_size)
@@ -89,11 +103,11 @@ def build_data(cfg: Config, seed: int) -> ReIDData:
     workers = {"num_workers": d.num_workers, "pin_memory": torch.cuda.is_available(),
                "persistent_workers": False}
     sampler = PKBatchSampler([s.pid for s in data.train], d.batch_size, d.num_instances, seed=seed)
-    train_loader = DataLoader(ReIDImageDataset(data.train, train_tf), batch_sampler=sampler,
+    train_loader = DataLoader(ReIDImageDataset(data.train, train_tf, d.cache_images), batch_sampler=sampler,
                               generator=torch.Generator().manual_seed(seed), **workers)
     samples, query_index, gallery_index = test_order(data)
-    test_loader = DataLoader(ReIDImageDataset(samples, test_tf), batch_size=d.test_batch_size, shuffle=False,
-                             generator=torch.Generator().manual_seed(seed), **workers)
+    test_loader = DataLoader(ReIDImageDataset(samples, test_tf, d.cache_images), batch_size=d.test_batch_size,
+                             shuffle=False, generator=torch.Generator().manual_seed(seed), **workers)
     meta = {"pids": np.array([s.pid for s in samples], dtype=np.int64),
             "camids": np.array([s.camid for s in samples], dtype=np.int64),
             "sceneids": np.array([s.sceneid for s in samples], dtype=np.int64)}

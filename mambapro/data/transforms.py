@@ -23,7 +23,7 @@ from torchvision import transforms as T
 
 from mambapro.config import MISSING_SETTINGS, MODALITIES
 
-__all__ = ["MultiModalTransform", "build_transform", "zero_missing"]
+__all__ = ["MultiModalTransform", "build_transform", "split_resize", "zero_missing"]
 
 MEAN = STD = (0.5, 0.5, 0.5)  # config/defaults.py:70-72, not CLIP's
 
@@ -42,6 +42,15 @@ def build_transform(size: tuple[int, int], train: bool, pad: int = 10, erasing_p
         T.Normalize(MEAN, STD),
         RandomErasing(probability=erasing_prob, mode="pixel", max_count=1, device="cpu"),
     ])
+
+
+def split_resize(transform: MultiModalTransform) -> tuple[T.Compose, MultiModalTransform]:
+    """Split a pipeline of :func:`build_transform` into its deterministic first step (the resize, cacheable) and a
+    :class:`MultiModalTransform` of the remaining (random) steps: ``rest(resize(x)) == transform(x)``."""
+    ops = transform.transform.transforms
+    if not ops or not isinstance(ops[0], T.Resize):
+        raise ValueError(f"expected a pipeline starting with Resize, got {ops[:1]}")
+    return ops[0], MultiModalTransform(T.Compose(ops[1:]), shared=transform.shared)
 
 
 @contextmanager
