@@ -81,11 +81,21 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
-    """Adam, L2 weight decay added to the gradient (not AdamW), one group per kind of parameter (sec. 4); the
-    multi-tensor (``foreach``) implementation, as on CUDA, also on the CPU."""
+    """Adam, L2 weight decay added to the gradient (not AdamW), with the official per-tensor settings (sec. 4,
+    :func:`mambapro.model.param_groups`).  Tensors with equal settings share one group (the official code makes one
+    group per tensor): the updates are the same, since Adam is element-wise and the schedule scales every group by
+    the same factor, but the multi-tensor (``foreach``) step then handles a few groups instead of hundreds (on the
+    CPU default, 69 ms of a 500 ms training step was the optimiser's per-group overhead)."""
     from mambapro.model import param_groups
 
-    return torch.optim.Adam(param_groups(model, cfg.train), foreach=True)
+    merged: dict[tuple, dict] = {}
+    for g in param_groups(model, cfg.train):
+        key = (g["lr"], g["weight_decay"], g["kind"])
+        group = merged.setdefault(key, {"params": [], "names": [], "lr": g["lr"], "weight_decay": g["weight_decay"],
+                                        "kind": g["kind"]})
+        group["params"] += g["params"]
+        group["names"].append(g["name"])
+    return torch.optim.Adam(list(merged.values()), foreach=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> CosineLRScheduler:

@@ -162,3 +162,16 @@ def test_torchrun_with_two_gloo_processes_matches_one_process(tiny_root, tmp_pat
     # the batch: the metrics agree within tolerance, not bit for bit
     assert [r["epoch"] for r in m2["history"]] == [1, 2]
     assert abs(m1["last"]["mAP"] - m2["last"]["mAP"]) < 15.0, (m1["last"], m2["last"])
+
+
+def test_optimizer_merges_tensors_with_the_official_settings():
+    from mambapro.engine import make_optimizer
+    from mambapro.model import build_model, param_groups
+
+    cfg = build_config("default", "G")  # CLIP(F) + all: backbone, weight and bias settings
+    model = build_model(cfg, num_classes=10, num_cameras=3)
+    official = {id(g["params"][0]): (g["lr"], g["weight_decay"]) for g in param_groups(model, cfg.train)}
+    opt = make_optimizer(model, cfg)
+    merged = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert merged == official
+    assert len({v for v in official.values()}) == len(opt.param_groups) == 3 < len(official)
