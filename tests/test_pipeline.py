@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -39,6 +42,21 @@ def test_every_train_stage_writes_metrics_and_checkpoints_outside_data():
     assert "build/data_manifest.md5" in train["do"]["deps"]
     assert not any(d.startswith("data") for d in train["do"]["deps"])
     assert dvc["stages"]["data_manifest"]["deps"] == ["data"]
+
+
+def test_training_stages_depend_on_every_module_training_imports():
+    """Each mambapro module a training run loads is a dependency of the train, evaluate and vehicle stages (and
+    nothing that training does not load, such as the tables, figures or runner code)."""
+    script = ("import sys, mambapro.pipeline, mambapro.engine, mambapro.model, mambapro.aggregation, mambapro.scan, "
+              "mambapro.data.loaders, mambapro.losses, mambapro.metrics; "
+              "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items() if n.startswith('mambapro'))))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split()}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for deps in (stages["train"]["do"]["deps"], stages["evaluate"]["do"]["deps"], stages["train_vehicle"]["deps"]):
+        code = {d for d in deps if d.startswith("mambapro")}
+        assert code - {"mambapro/model_configs"} == loaded
+        assert "mambapro/model_configs" in code and "mambapro" not in code
 
 
 def test_bad_params_name_the_file_and_key(tmp_path):
