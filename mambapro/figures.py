@@ -8,7 +8,6 @@ person model F and the vehicle run), a rank list and the training curves of ever
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from mambapro import viz
 from mambapro.config import Config
 from mambapro.pipeline import load_params, preset_config
+from mambapro.tables import load_metrics
 
 
 def load_run(cfg: Config, run_dir: str | Path, seed: int):
@@ -62,8 +62,7 @@ def _image_loader(data, size: tuple[int, int]):
 def training_curves(params: dict, results_dir: Path, out: Path) -> list[Path]:
     written = []
     for preset in params["train_presets"]:
-        metrics = json.loads((results_dir / "runs" / preset / "metrics.json").read_text())
-        written += viz.training_curves_figure(metrics, out / "training_curves" / preset)
+        written += viz.training_curves_figure(load_metrics(results_dir, preset), out / "training_curves" / preset)
     return written
 
 

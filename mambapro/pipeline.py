@@ -50,42 +50,53 @@ def write_json(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                 results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
-                 overrides: dict | None = None) -> dict[str, Any]:
-    """Train ``preset`` once per seed (resuming interrupted runs) and write ``results/runs/<name>/metrics.json``
-    with each seed's last- and best-epoch metrics and their mean and standard deviation.  ``name`` (default: the
-    preset) and ``overrides`` name and configure a variant, e.g. the vehicle run of ``params.yaml``'s ``vehicle``."""
-    from mambapro.engine import summarize_seeds, train
+def run_metrics_path(results_dir: str | Path, name: str, seed: int) -> Path:
+    """Where one run's metrics go: ``results/runs/<name>/seed<seed>/metrics.json``."""
+    return Path(results_dir) / name / f"seed{seed}" / "metrics.json"
+
+
+def train_run(preset: str, seed: int, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
+              results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
+              overrides: dict | None = None) -> dict[str, Any]:
+    """Train ``preset`` with one seed (resuming an interrupted run; checkpoints in ``runs/<name>/seed<seed>``) and
+    write its last- and best-epoch metrics and history to :func:`run_metrics_path`.  ``name`` (default: the preset)
+    and ``overrides`` name and configure a variant, e.g. the vehicle run of ``params.yaml``'s ``vehicle``."""
+    from mambapro.engine import train
 
     params = load_params(params_file)
     cfg = preset_config(preset, params)
     if overrides:
         cfg = apply_overrides(cfg, overrides, where=f"overrides of run {name}")
     name = name or preset
-    runs = []
-    for seed in params["seeds"]:
-        result = train(cfg, Path(runs_dir) / name / f"seed{seed}", seed, progress=progress)
-        runs.append({k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")})
-    out = {
-        "preset": preset,
-        "profile": params["profile"],
-        "config": cfg.to_dict(),
-        "summary": summarize_seeds(runs),
-        "runs": runs,
-        "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch",
-    }
-    write_json(out, Path(results_dir) / name / "metrics.json")
-    return out["summary"]
+    result = train(cfg, Path(runs_dir) / name / f"seed{seed}", seed, progress=progress)
+    out = {"preset": preset, "profile": params["profile"], "config": cfg.to_dict(),
+           **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")},
+           "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch"}
+    write_json(out, run_metrics_path(results_dir, name, seed))
+    return out
+
+
+def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
+                 results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
+                 overrides: dict | None = None) -> dict[str, Any]:
+    """:func:`train_run` for every seed of ``params.yaml``; returns the mean and std over seeds."""
+    from mambapro.engine import summarize_seeds
+
+    runs = [train_run(preset, seed, params_file, runs_dir, results_dir, progress, name, overrides)
+            for seed in load_params(params_file)["seeds"]]
+    return summarize_seeds(runs)
 
 
 def train_vehicle(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                  results_dir: str | Path = "results/runs", progress: bool = True) -> dict[str, Any]:
-    """The vehicle run of ``params.yaml`` (``vehicle: {name, preset, overrides}``) behind Fig. 11's Grad-CAM."""
+                  results_dir: str | Path = "results/runs", progress: bool = True, seed: int | None = None):
+    """The vehicle run of ``params.yaml`` (``vehicle: {name, preset, overrides}``) behind Fig. 11's Grad-CAM and
+    Table 12: one seed (:func:`train_run`'s record) or, with ``seed=None``, every seed (their mean and std)."""
     v = load_params(params_file).get("vehicle")
     if not v:
         raise ConfigError(f"{params_file}: no 'vehicle' entry (name, preset, overrides)")
-    return train_preset(v["preset"], params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
+    if seed is None:
+        return train_preset(v["preset"], params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
+    return train_run(v["preset"], seed, params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
 
 
 def evaluate_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",

@@ -2,7 +2,8 @@
 
 Inputs (under ``--results``, default ``results``):
 
-* ``runs/<preset>/metrics.json`` (:func:`mambapro.pipeline.train_preset`): per-seed last- and best-epoch metrics;
+* ``runs/<preset>/seed<k>/metrics.json`` (:func:`mambapro.pipeline.train_run`, one file per seed): last- and
+  best-epoch metrics;
 * ``runs/F/evaluation.json`` (:func:`mambapro.pipeline.evaluate_preset`): missing modalities and re-ranking;
 * ``complexity.csv`` (``python -m mambapro.complexity``): parameters and FLOPs at paper scale, computed on the CPU.
 
@@ -27,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,8 +64,9 @@ class ResultFormatError(ValueError):
 # Reading results
 
 
-def metrics_path(results: str | Path, preset: str) -> Path:
-    return Path(results) / "runs" / preset / "metrics.json"
+def metrics_path(results: str | Path, preset: str, seed: int | str = "*") -> Path:
+    """One run's metrics, ``runs/<preset>/seed<seed>/metrics.json`` (``seed="*"``: the glob over seeds)."""
+    return Path(results) / "runs" / preset / f"seed{seed}" / "metrics.json"
 
 
 def evaluation_path(results: str | Path, preset: str) -> Path:
@@ -79,15 +82,34 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise ResultFormatError(f"{path} is not valid JSON ({e})") from e
 
 
+def seed_metrics_files(results: str | Path, preset: str) -> list[Path]:
+    """The existing ``runs/<preset>/seed<k>/metrics.json`` files, in seed order."""
+    found = ((int(m[1]), p) for p in metrics_path(results, preset).parent.parent.glob("seed*/metrics.json")
+             if (m := re.fullmatch(r"seed(\d+)", p.parent.name)))
+    return [p for _, p in sorted(found)]
+
+
 def load_metrics(results: str | Path, preset: str) -> dict[str, Any]:
-    """``runs/<preset>/metrics.json``; a missing file names the preset and the path expected."""
-    path = metrics_path(results, preset)
-    data = _read_json(path, f"preset {preset!r} has no training results (run `dvc repro train@{preset}`)")
-    for key in ("summary", "runs"):
-        if key not in data:
-            raise ResultFormatError(f"{path}: missing key {key!r}")
-    data.setdefault("_path", str(path))
-    return data
+    """Every seed's ``runs/<preset>/seed<k>/metrics.json`` as one record: ``runs`` (per seed, in seed order) and
+    their ``summary`` (mean and std, :func:`mambapro.engine.summarize_seeds`); no run at all names the preset and
+    the path expected."""
+    from mambapro.engine import summarize_seeds
+
+    pattern = metrics_path(results, preset)
+    paths = seed_metrics_files(results, preset)
+    if not paths:
+        raise MissingResultError(f"preset {preset!r} has no training results (`dvc repro train@{preset}-<seed>`): "
+                                 f"expected {pattern}, which matches no file")
+    runs = []
+    for path in paths:
+        run = _read_json(path, f"preset {preset!r}")
+        for key in ("seed", "last", "best", "history"):
+            if key not in run:
+                raise ResultFormatError(f"{path}: missing key {key!r}")
+        runs.append(run)
+    first = runs[0]
+    return {"preset": preset, "profile": first.get("profile"), "config": first.get("config", {}),
+            "summary": summarize_seeds(runs), "runs": runs, "_path": str(pattern)}
 
 
 def stat(metrics: dict[str, Any], which: str, metric: str) -> tuple[float, float]:
@@ -487,7 +509,7 @@ def check_results(results: str | Path, profile: str | None) -> tuple[str, dict[s
     Returns the profile and {preset: metrics}."""
     results = Path(results)
     presets = needed_presets()
-    missing = [p for p in presets if not metrics_path(results, p).is_file()]
+    missing = [p for p in presets if not seed_metrics_files(results, p)]
     if not evaluation_path(results, OURS_PRESET).is_file():
         missing_eval = [f"evaluation of preset {OURS_PRESET!r}: expected {evaluation_path(results, OURS_PRESET)}"]
     else:

@@ -1,9 +1,8 @@
 """params.yaml / dvc.yaml stay in step with the typed presets; the pipeline helpers fail clearly."""
 
-from pathlib import Path
-
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -32,15 +31,15 @@ def test_preset_config_layers_profile_then_preset():
 def test_every_train_stage_writes_metrics_and_checkpoints_outside_data():
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     train = dvc["stages"]["train"]
-    assert train["foreach"] == "${train_presets}"
-    outs = [next(iter(o)) if isinstance(o, dict) else o for o in train["do"]["outs"]]
-    assert "runs/${item}" in outs and not any(o.startswith("data/") for o in outs)  # data/ is tracked by data.dvc
-    assert train["do"]["metrics"][0] == {"results/runs/${item}/metrics.json": {"cache": False}}
-    assert "presets.${item}" in train["do"]["params"]
+    assert train["matrix"] == {"preset": "${train_presets}", "seed": "${seeds}"}  # one stage per preset and seed
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in train["outs"]]
+    assert "runs/${item.preset}/seed${item.seed}" in outs and not any(o.startswith("data/") for o in outs)
+    assert train["metrics"][0] == {"results/runs/${item.preset}/seed${item.seed}/metrics.json": {"cache": False}}
+    assert "presets.${item.preset}" in train["params"] and "seeds" not in train["params"]  # adding a seed re-runs none
     # fast stages: the notebook runs through mambapro.runner, and data/ is one checksum file, not 4000 files to hash
-    assert "python -m mambapro.runner notebooks/train.ipynb" in train["do"]["cmd"]
-    assert "build/data_manifest.md5" in train["do"]["deps"]
-    assert not any(d.startswith("data") for d in train["do"]["deps"])
+    assert "python -m mambapro.runner notebooks/train.ipynb" in train["cmd"]
+    assert "build/data_manifest.md5" in train["deps"]
+    assert not any(d.startswith("data") for d in train["deps"])
     assert dvc["stages"]["data_manifest"]["deps"] == ["data"]
 
 
@@ -53,7 +52,7 @@ def test_training_stages_depend_on_every_module_training_imports():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     loaded = {str(Path(f).resolve().relative_to(ROOT)) for f in out.stdout.split()}
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for deps in (stages["train"]["do"]["deps"], stages["evaluate"]["do"]["deps"], stages["train_vehicle"]["deps"]):
+    for deps in (stages["train"]["deps"], stages["evaluate"]["do"]["deps"], stages["train_vehicle"]["do"]["deps"]):
         code = {d for d in deps if d.startswith("mambapro")}
         assert code - {"mambapro/model_configs"} == loaded
         assert "mambapro/model_configs" in code and "mambapro" not in code
@@ -78,10 +77,12 @@ def test_bad_params_name_the_file_and_key(tmp_path):
 
 
 def test_train_and_evaluate_notebooks_run_a_preset_end_to_end(tmp_path):
-    """The DVC stages' notebooks on the tiny synthetic benchmark: metrics, evaluation and a loud tables failure."""
-    papermill = pytest.importorskip("papermill")
+    """The DVC stages' notebooks, run as the stages run them (in-process, mambapro.runner), on the tiny synthetic
+    benchmark: per-seed metrics, evaluation and a loud tables failure."""
+    pytest.importorskip("papermill")
     from mambapro.data.synthetic import generate
-    from mambapro.tables import MissingResultError, build_all_tables
+    from mambapro.runner import execute
+    from mambapro.tables import MissingResultError, build_all_tables, load_metrics
 
     generate(tmp_path / "data", seed=0, size="tiny")
     params = load_params(ROOT / "params.yaml")
@@ -93,12 +94,13 @@ def test_train_and_evaluate_notebooks_run_a_preset_end_to_end(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     common = {"preset": "C", "params_file": str(tmp_path / "params.yaml"), "runs_dir": str(tmp_path / "runs"),
               "results_dir": str(tmp_path / "results" / "runs")}
-    for name in ("train", "evaluate"):
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                                   parameters=common, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    for name, extra in (("train", {"seed": 0}), ("evaluate", {})):
+        execute(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), {**common, **extra},
+                log_output=False, cwd=str(ROOT))
     import json
 
-    metrics = json.loads((tmp_path / "results" / "runs" / "C" / "metrics.json").read_text())
+    assert (tmp_path / "results" / "runs" / "C" / "seed0" / "metrics.json").is_file()
+    metrics = load_metrics(tmp_path / "results", "C")
     assert metrics["summary"]["seeds"] == [0] and len(metrics["runs"][0]["history"]) == 2
     assert metrics["runs"][0]["best"]["mAP"] == max(h["mAP"] for h in metrics["runs"][0]["history"])
     evaluation = json.loads((tmp_path / "results" / "runs" / "C" / "evaluation.json").read_text())

@@ -112,11 +112,11 @@ def write_fake_results(root: Path, profile: str = "default", dataset: str = "RGB
         if memory:
             for r, gb in zip(runs, (10.0, 12.5, 11.0)):
                 r["peak_gpu_memory_gb"] = gb
-        data = {"preset": preset, "profile": profile, "config": {"data": {"dataset": dataset}},
-                "summary": _summary(runs), "runs": runs}
-        path = root / "runs" / preset / "metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data))
+        for run in runs:  # one file per seed, as the train@<preset>-<seed> stages write them
+            data = {"preset": preset, "profile": profile, "config": {"data": {"dataset": dataset}}, **run}
+            path = root / "runs" / preset / f"seed{run['seed']}" / "metrics.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data))
     settings = ["full", *[f"missing_{k}" for k in ("r", "n", "t", "rn", "rt", "nt")], "rerank"]
     per_seed = {str(s): {st: {k: 50.0 + j + s for k in ("mAP", "R1", "R5", "R10", "mINP")}
                          for j, st in enumerate(settings)} for s in (0, 1)}
@@ -234,7 +234,7 @@ def test_missing_run_fails_naming_preset_and_path(tmp_path):
     with pytest.raises(tables.MissingResultError) as err:
         tables.build_all_tables(root, out)
     msg = str(err.value)
-    assert "'agg-concat'" in msg and str(root / "runs" / "agg-concat" / "metrics.json") in msg and "'plen-8'" in msg
+    assert "'agg-concat'" in msg and str(root / "runs" / "agg-concat" / "seed*" / "metrics.json") in msg and "'plen-8'" in msg
     assert not out.exists()  # nothing partial
     (root / "runs" / "F" / "evaluation.json").unlink()
     with pytest.raises(tables.MissingResultError, match="evaluation of preset 'F'"):
