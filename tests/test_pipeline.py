@@ -35,7 +35,8 @@ def test_every_train_stage_writes_metrics_and_checkpoints_outside_data():
     outs = [next(iter(o)) if isinstance(o, dict) else o for o in train["outs"]]
     assert "runs/${item.preset}/seed${item.seed}" in outs and not any(o.startswith("data/") for o in outs)
     assert train["metrics"][0] == {"results/runs/${item.preset}/seed${item.seed}/metrics.json": {"cache": False}}
-    assert "presets.${item.preset}" in train["params"] and "seeds" not in train["params"]  # adding a seed re-runs none
+    # a stage depends on its own preset's parameters, not on the list of seeds (adding a seed re-runs no old stage)
+    assert "presets.${item.preset}" in train["params"] and "seeds" not in train["params"]
     # fast stages: the notebook runs through mambapro.runner, and data/ is one checksum file, not 4000 files to hash
     assert "python -m mambapro.runner notebooks/train.ipynb" in train["cmd"]
     assert "build/data_manifest.md5" in train["deps"]
