@@ -84,8 +84,8 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     """Adam, L2 weight decay added to the gradient (not AdamW), with the official per-tensor settings (sec. 4,
     :func:`mambapro.model.param_groups`).  Tensors with equal settings share one group (the official code makes one
     group per tensor): the updates are the same, since Adam is element-wise and the schedule scales every group by
-    the same factor, but the multi-tensor (``foreach``) step then handles a few groups instead of hundreds (on the
-    CPU default, 69 ms of a 500 ms training step was the optimiser's per-group overhead)."""
+    the same factor, but the multi-tensor (``foreach``) step then handles a few groups instead of hundreds (in a
+    profiled CPU step of a width-64 tower with PFA, SRP and MA, the optimiser took 69 ms of 515 before, 19 after)."""
     from mambapro.model import param_groups
 
     merged: dict[tuple, dict] = {}
