@@ -175,3 +175,14 @@ def test_optimizer_merges_tensors_with_the_official_settings():
     merged = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
     assert merged == official
     assert len({v for v in official.values()}) == len(opt.param_groups) == 3 < len(official)
+
+
+def test_merged_optimizer_trains_exactly_like_the_official_per_tensor_one(tiny_root, tmp_path, monkeypatch):
+    import mambapro.engine as engine
+    from mambapro.model import param_groups
+
+    cfg = tiny_cfg(tiny_root, "F", train={"epochs": 2})
+    merged = train(cfg, tmp_path / "merged", seed=0, progress=False)
+    monkeypatch.setattr(engine, "make_optimizer", lambda model, cfg: torch.optim.Adam(param_groups(model, cfg.train)))
+    official = train(cfg, tmp_path / "official", seed=0, progress=False)  # one group per tensor, for-loop Adam
+    assert _metrics(merged) == _metrics(official)
