@@ -91,10 +91,9 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     merged: dict[tuple, dict] = {}
     for g in param_groups(model, cfg.train):
         key = (g["lr"], g["weight_decay"], g["kind"])
-        group = merged.setdefault(key, {"params": [], "names": [], "lr": g["lr"], "weight_decay": g["weight_decay"],
+        group = merged.setdefault(key, {"params": [], "lr": g["lr"], "weight_decay": g["weight_decay"],
                                         "kind": g["kind"]})
         group["params"] += g["params"]
-        group["names"].append(g["name"])
     return torch.optim.Adam(list(merged.values()), foreach=True)
 
 

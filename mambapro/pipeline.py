@@ -50,7 +50,7 @@ def write_json(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def run_metrics_path(results_dir: str | Path, name: str, seed: int) -> Path:
+def run_metrics_path(results_dir: str | Path, name: str, seed: int | str) -> Path:
     """Where one run's metrics go: ``results/runs/<name>/seed<seed>/metrics.json``."""
     return Path(results_dir) / name / f"seed{seed}" / "metrics.json"
 

@@ -753,16 +753,10 @@ def _delegate(socket_path: str, argv: list[str]) -> int | None:
 
 
 def _resolve_value(value: str) -> Any:
-    """Papermill's ``-p`` typing: True/False/None, int, float, else the string."""
-    constants = {"True": True, "False": False, "None": None}
-    if value in constants:
-        return constants[value]
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    """Papermill's own ``-p`` typing (True/False/None, int, float, else the string; papermill 2.7 is pinned)."""
+    from papermill.cli import _resolve_type
+
+    return _resolve_type(value)
 
 
 def _parameters(args: argparse.Namespace) -> dict:

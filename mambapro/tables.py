@@ -36,6 +36,7 @@ from typing import Any
 
 from mambapro.config import MISSING_SETTINGS, TABLES
 from mambapro.paper_results import PaperTable, paper_table
+from mambapro.pipeline import run_metrics_path
 
 METRICS = ("mAP", "R1", "R5", "R10")
 METRIC_NAMES = {"mAP": "mAP", "R1": "R-1", "R5": "R-5", "R10": "R-10", "mINP": "mINP"}
@@ -66,7 +67,7 @@ class ResultFormatError(ValueError):
 
 def metrics_path(results: str | Path, preset: str, seed: int | str = "*") -> Path:
     """One run's metrics, ``runs/<preset>/seed<seed>/metrics.json`` (``seed="*"``: the glob over seeds)."""
-    return Path(results) / "runs" / preset / f"seed{seed}" / "metrics.json"
+    return run_metrics_path(Path(results) / "runs", preset, seed)
 
 
 def evaluation_path(results: str | Path, preset: str) -> Path:
@@ -84,7 +85,7 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 def seed_metrics_files(results: str | Path, preset: str) -> list[Path]:
     """The existing ``runs/<preset>/seed<k>/metrics.json`` files, in seed order."""
-    found = ((int(m[1]), p) for p in metrics_path(results, preset).parent.parent.glob("seed*/metrics.json")
+    found = ((int(m[1]), p) for p in (Path(results) / "runs" / preset).glob("seed*/metrics.json")
              if (m := re.fullmatch(r"seed(\d+)", p.parent.name)))
     return [p for _, p in sorted(found)]
 
