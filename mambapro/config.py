@@ -64,7 +64,7 @@ class AggregationConfig:
     d_conv: int = 3
     bidirectional: bool = False
     dt_init: str = "official"  # "official": dt init wiped by AAM._init_weights; "mamba": Mamba's dt init
-    scan_backend: str = "auto"  # "auto" | "cuda" | "chunked" | "reference"
+    scan_backend: str = "auto"  # "auto" | "cuda" | "native" | "chunked" | "reference"
 
 
 @dataclass
@@ -197,7 +197,7 @@ _CHOICES = {
     ("prompt", "init"): ("zeros", "normal"),
     ("aggregation", "kind"): ("none", "sum", "concat", "transformer", "intra_ma", "inter_ma", "ma", "ma_trans"),
     ("aggregation", "dt_init"): ("official", "mamba"),
-    ("aggregation", "scan_backend"): ("auto", "cuda", "chunked", "reference"),
+    ("aggregation", "scan_backend"): ("auto", "cuda", "native", "chunked", "reference"),
     ("data", "dataset"): ("RGBNT201", "RGBNT100", "MSVR310"),
 }
 

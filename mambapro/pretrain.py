@@ -54,8 +54,8 @@ def _transforms(image_size: tuple[int, int], train: bool):
     return T.Compose(ops + [T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)])
 
 
-def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(64, 64),
-             epochs: int = 30, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(32, 32),
+             epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
     """Train the proxy CLIP, save its open_clip state dict to ``out`` and return the zero-shot report."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -133,8 +133,8 @@ def main(argv=None):
     p.add_argument("--out", default="build/proxy_clip.pt")
     p.add_argument("--report", default="results/pretrain/zeroshot.json")
     p.add_argument("--arch", default="mambapro-tiny")
-    p.add_argument("--image-size", type=int, nargs=2, default=(64, 64))
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--image-size", type=int, nargs=2, default=(32, 32))
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

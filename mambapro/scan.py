@@ -10,13 +10,17 @@ Backends (``backend=`` / ``AggregationConfig.scan_backend``):
 
 * ``"cuda"``: mamba-ssm's CUDA kernel; imported lazily and guarded (every ``import mamba_ssm`` fails on a CPU-only
   machine), so importing mambapro never needs it.  Asking for it without CUDA tensors or mamba-ssm is an error.
-* ``"chunked"``: pure PyTorch, the CPU default, also runs on GPU.  A custom autograd Function walks the sequence in
+* ``"native"``: a small C kernel compiled on first use (:mod:`mambapro.native_scan`), the CPU default when a C
+  compiler works: each row's states stay in a buffer of L·N values, nothing of size B·D·L·N is written, so it is
+  several times faster than ``"chunked"`` on a memory-bound CPU (``benchmarks/scan_backends.py``).  CPU only.
+* ``"chunked"``: pure PyTorch, the CPU fallback, also runs on GPU.  A custom autograd Function walks the sequence in
   chunks with the plain recurrence (no cumulative products, no exp of cumulative sums, so nothing can overflow for
   long sequences or large Δ·A), keeps only the chunk-boundary states for the backward and recomputes each chunk's
   states there, running the adjoint recurrence in reverse.
 * ``"reference"``: a plain sequential loop differentiated by autograd; the ground truth of the tests.
 
-``"auto"`` picks ``"cuda"`` when mamba-ssm imports and the tensors are on CUDA, else ``"chunked"``; the choice is
+``"auto"`` picks ``"cuda"`` when mamba-ssm imports and the tensors are on CUDA, ``"native"`` on the CPU when its
+kernel builds, else ``"chunked"``; the choice is
 logged once per backend and returned by :func:`resolve_backend` (the SSM module stores it as ``ssm.backend``).
 
 FLOPs: :func:`fvcore_handles` counts the official formula (``modeling/fusion_part/mamba.py:27-48``, sec. 6):
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cuda", "chunked", "reference")
+BACKENDS = ("auto", "cuda", "native", "chunked", "reference")
 DEFAULT_CHUNK = 16  # from benchmarks/scan_backends.py --chunks: 8-16 best, 64 ~30% slower (fwd+bwd, 2 cores)
 _logged: set[str] = set()
 
@@ -69,8 +73,21 @@ def resolve_backend(requested: str, device: torch.device | str) -> str:
                 "use 'auto' or 'chunked'"
             )
         chosen = "cuda"
+    elif requested == "native":
+        from mambapro import native_scan
+
+        if on_cuda or not native_scan.available():
+            problem = "tensors are on CUDA" if on_cuda else native_scan.unavailable_reason()
+            raise RuntimeError(f"aggregation.scan_backend = 'native' runs on the CPU with a working C compiler, but "
+                               f"{problem}; use 'auto' or 'chunked'")
+        chosen = "native"
     elif requested == "auto":
-        chosen = "cuda" if on_cuda and _mamba_scan()[0] is not None else "chunked"
+        if on_cuda:
+            chosen = "cuda" if _mamba_scan()[0] is not None else "chunked"
+        else:
+            from mambapro import native_scan
+
+            chosen = "native" if native_scan.available() else "chunked"
     else:
         chosen = requested
     if chosen not in _logged:
@@ -85,6 +102,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     chosen = resolve_backend(backend, u.device)
     if chosen == "cuda":
         return _mamba_scan()[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    if chosen == "native":
+        return selective_scan_native(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if chosen == "reference":
         return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
@@ -302,6 +321,54 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Native: the C kernel of mambapro.native_scan
+
+
+class SelectiveScanNative(torch.autograd.Function):
+    """scan(u, Δ, A, B, C) + D·u with the C kernel (Δ already through delta_bias and softplus, which autograd
+    differentiates outside).  Arguments u, Δ, A, B, C, D, as the fvcore handle reads them."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, D):
+        from mambapro import native_scan
+
+        cd = _compute_dtype(u)
+        ctx.dtypes = tuple(t.dtype for t in (u, dt, A, B, C))
+        with _untraced():
+            u, dt, A, B, C = (t.detach().to(cd).contiguous() for t in (u, dt, A, B, C))
+            y = native_scan.scan_forward(u, dt, A, B, C)
+            if D is not None:
+                y.addcmul_(u, D.detach().to(cd)[:, None])
+        ctx.save_for_backward(u, dt, A, B, C, D)
+        return y.to(ctx.dtypes[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gy):
+        from mambapro import native_scan
+
+        u, dt, A, B, C, D = ctx.saved_tensors
+        gy = gy.to(u.dtype).contiguous()
+        grads = list(native_scan.scan_backward(u, dt, A, B, C, gy))
+        gD = None
+        if D is not None:
+            grads[0].addcmul_(gy, D.to(u.dtype)[:, None])
+            gD = (gy * u).sum((0, 2)).to(D.dtype)
+        return (*(g.to(t) for g, t in zip(grads, ctx.dtypes)), gD)
+
+
+def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False) -> torch.Tensor:
+    """The native backend (see :class:`SelectiveScanNative`); CPU tensors only."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    cd = _compute_dtype(u)
+    dt = _delta(delta.to(cd), delta_bias, delta_softplus, cd)
+    y = SelectiveScanNative.apply(u, dt, A, B, C, None if D is None else D.to(cd))
+    if z is not None:
+        y = y * F.silu(z.to(cd))
+    return y.to(u.dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # FLOPs
 
 
@@ -329,10 +396,11 @@ def fvcore_handles() -> dict[str, Callable]:
     """fvcore op handles for the scan, keyed by the names fvcore gives traced autograd Functions
     (``prim::PythonOp.<class name>``): this module's chunked Function and mamba-ssm's ``SelectiveScanFn``.
     The reference backend traces as a loop of elementwise ops and is not counted."""
-    return {f"prim::PythonOp.{name}": _scan_flop_handle for name in ("SelectiveScanChunked", "SelectiveScanFn")}
+    names = ("SelectiveScanChunked", "SelectiveScanNative", "SelectiveScanFn")
+    return {f"prim::PythonOp.{name}": _scan_flop_handle for name in names}
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_CHUNK", "SelectiveScanChunked", "fvcore_handles", "resolve_backend", "scan_flops",
-    "selective_scan", "selective_scan_chunked", "selective_scan_reference",
+    "BACKENDS", "DEFAULT_CHUNK", "SelectiveScanChunked", "SelectiveScanNative", "fvcore_handles", "resolve_backend",
+    "scan_flops", "selective_scan", "selective_scan_chunked", "selective_scan_native", "selective_scan_reference",
 ]

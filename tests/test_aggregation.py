@@ -237,15 +237,18 @@ def test_sum_and_concat_semantics():
 
 
 def test_backend_is_reported_and_reference_agrees():
-    chunked = build("ma", dim=32, grid=(4, 2), scan_backend="auto", seed=1, num_blocks=1)
+    from mambapro import native_scan
+
+    cpu_auto = "native" if native_scan.available() else "chunked"
+    auto = build("ma", dim=32, grid=(4, 2), scan_backend="auto", seed=1, num_blocks=1)
     reference = build("ma", dim=32, grid=(4, 2), scan_backend="reference", seed=2, num_blocks=1)
-    reference.load_state_dict(chunked.state_dict())
-    assert chunked.scan_backends == [None] * 4
+    reference.load_state_dict(auto.state_dict())
+    assert auto.scan_backends == [None] * 4
     x = tokens(2, 32, (4, 2))
     xa = [t.clone().requires_grad_() for t in x]
     xb = [t.clone().requires_grad_() for t in x]
-    out_a, out_b = chunked(xa), reference(xb)
-    assert chunked.scan_backends == ["chunked"] * 4 and reference.scan_backends == ["reference"] * 4
+    out_a, out_b = auto(xa), reference(xb)
+    assert auto.scan_backends == [cpu_auto] * 4 and reference.scan_backends == ["reference"] * 4
     torch.testing.assert_close(out_a, out_b, rtol=1e-5, atol=1e-5)
     out_a.sum().backward()
     out_b.sum().backward()

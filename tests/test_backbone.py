@@ -37,8 +37,8 @@ def test_tiny_config_is_registered_with_open_clip():
     cfg = open_clip.get_model_config("mambapro-tiny")
     v, t = cfg["vision_cfg"], cfg["text_cfg"]
     assert (v["width"], v["layers"], v["patch_size"], v["width"] // v["head_width"], cfg["embed_dim"]) == (
-        128, 4, 8, 4, 128)
-    assert (t["context_length"], t["width"], t["heads"], t["layers"], t["vocab_size"]) == (32, 128, 4, 2, 49408)
+        48, 4, 8, 3, 48)
+    assert (t["context_length"], t["width"], t["heads"], t["layers"], t["vocab_size"]) == (32, 48, 3, 2, 49408)
     assert cfg["quick_gelu"] is True
     assert open_clip.get_tokenizer("mambapro-tiny")(["a person"]).shape == (1, 32)
 
@@ -54,7 +54,7 @@ def test_tokens_equal_open_clip_visual_after_loading_a_local_checkpoint(model_ti
         visual.output_tokens = True
         pooled, patches = visual(x)
         visual.output_tokens = False
-    assert tokens.shape == (2, 1 + 16 * 8, 128)
+    assert tokens.shape == (2, 1 + 16 * 8, 48)
     torch.testing.assert_close(tokens[:, 0], pooled)  # CLS after ln_post @ proj
     torch.testing.assert_close(tokens[:, 1:], patches @ visual.proj)  # ln_post and proj on ALL tokens
     torch.testing.assert_close(tokens[:, 0], model_tiny_clip.encode_image(x))
@@ -124,9 +124,9 @@ def test_freezing_clip_l_and_clip_f():
 
 def test_geometry_for_persons_and_vehicles():
     persons = Backbone(tiny_cfg(), num_cameras=1)
-    assert (persons.grid, persons.width, persons.out_dim, persons.num_layers) == ((16, 8), 128, 128, 4)
+    assert (persons.grid, persons.width, persons.out_dim, persons.num_layers) == ((16, 8), 48, 48, 4)
     vehicles = Backbone(tiny_cfg(data={"image_size": [64, 128]}), num_cameras=1)
-    assert vehicles.grid == (8, 16) and vehicles.tower.positional_embedding.shape == (129, 128)
+    assert vehicles.grid == (8, 16) and vehicles.tower.positional_embedding.shape == (129, 48)
     with pytest.raises(ValueError, match=r"images \[B, 3, 64, 128\]"):
         vehicles(torch.zeros(1, 3, 128, 64), "RGB")
     with pytest.raises(ValueError, match="modality 'IR'"):
@@ -146,8 +146,8 @@ def test_paper_scale_geometry(model_paper_tower):
 def test_added_sizes_scale_with_width_and_depth():
     b = Backbone(tiny_cfg(adapter={"kind": "bna", "start_layer": 6}, prompt={"kind": "sp", "start_layer": 9}),
                  num_cameras=1)
-    assert b.adapters["2"].fc1.out_features == 64  # 384 at width 768 -> 64 at width 128
-    assert b.prompts.layers["3"].transfer[0][0].out_features == 64
+    assert b.adapters["2"].fc1.out_features == 24  # 384 at width 768 -> 24 at width 48
+    assert b.prompts.layers["3"].transfer[0][0].out_features == 24
     assert list(b.adapters.keys()) == ["2", "3"] and list(b.prompts.layers.keys()) == ["3"]  # 6/12, 9/12 of 4
 
 

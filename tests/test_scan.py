@@ -1,5 +1,6 @@
-"""Selective scan backends (mambapro/scan.py): chunked == sequential reference (outputs and every input gradient),
-numerical safety, backend selection and reporting, and the fvcore FLOP handle (official formula, sec. 6)."""
+"""Selective scan backends (mambapro/scan.py, mambapro/native_scan.py): chunked and native == sequential reference
+(outputs and every input gradient), numerical safety, backend selection and reporting, and the fvcore FLOP handle
+(official formula, sec. 6)."""
 
 from __future__ import annotations
 
@@ -15,15 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from mambapro import scan
+from mambapro import native_scan, scan
 from mambapro.scan import (
     fvcore_handles,
     resolve_backend,
     scan_flops,
     selective_scan,
     selective_scan_chunked,
+    selective_scan_native,
     selective_scan_reference,
 )
+
+needs_native = pytest.mark.skipif(not native_scan.available(), reason="no working C compiler here")
 
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -126,9 +130,81 @@ def test_recurrence_by_hand():
     B = torch.tensor([[bb]], dtype=torch.float64)
     C = torch.tensor([[cc]], dtype=torch.float64)
     D = torch.tensor([dd], dtype=torch.float64)
-    for backend in ("chunked", "reference"):
+    for backend in ("chunked", "reference", "native") if native_scan.available() else ("chunked", "reference"):
         y = selective_scan(u, delta, A, B, C, D, backend=backend, chunk_size=2)
         torch.testing.assert_close(y[0, 0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}D{c[1]}N{c[2]}L{c[3]}")
+def test_native_matches_reference(case, dtype, tol):
+    b, d, n, length, _, delta_max, softplus, with_d, with_z, with_bias = case
+    args = make_inputs(b, d, n, length, dtype, delta_max, with_d=with_d, with_z=with_z, with_bias=with_bias)
+    y_ref, g_ref = run(selective_scan_reference, args, softplus)
+    y, g = run(selective_scan_native, args, softplus)
+    assert y.dtype == dtype and y.shape == (b, d, length)
+    assert_rel_close(y, y_ref, tol, "output")
+    assert set(g) == set(g_ref)
+    for name in g_ref:
+        assert_rel_close(g[name], g_ref[name], tol, f"d/d{name}")
+
+
+@needs_native
+def test_native_long_sequence_and_large_delta_a():
+    """L = 6144 with Δ up to 10, and Δ·A down to about -3e4 (the kernel's exp saturates at e^-87): finite, and equal
+    to the reference; MA's own shape (d_state 16, L = 3 x 32) too."""
+    for shape, delta_max, scale in (((1, 3, 4, 6144), 10.0, 1.0), ((2, 4, 16, 300), 1.0, 2000.0),
+                                    ((4, 24, 16, 96), 1.0, 1.0)):
+        args = make_inputs(*shape, torch.float32, delta_max=delta_max, seed=5, with_z=True)
+        with torch.no_grad():
+            args["delta"].mul_(scale)
+        y_ref, g_ref = run(selective_scan_reference, args, True)
+        y, g = run(selective_scan_native, args, True)
+        assert_rel_close(y, y_ref, 1e-5, f"{shape} output")
+        for name in g_ref:
+            assert_rel_close(g[name], g_ref[name], 1e-5, f"{shape} d/d{name}")
+
+
+@needs_native
+def test_native_gradcheck_and_determinism():
+    args = make_inputs(1, 2, 3, 5, torch.float64, delta_max=2.0, seed=11, with_z=True)
+    names = [k for k, v in args.items() if v is not None]
+
+    def f(*tensors):
+        return selective_scan_native(**dict(zip(names, tensors)), delta_softplus=True)
+
+    assert torch.autograd.gradcheck(f, tuple(args[k] for k in names))
+    args = make_inputs(3, 16, 16, 40, torch.float32, seed=4)
+    (y1, g1), (y2, g2) = run(selective_scan_native, args, True), run(selective_scan_native, args, True)
+    assert torch.equal(y1, y2) and all(torch.equal(g1[k], g2[k]) for k in g1)
+
+
+def test_native_unavailable_falls_back_to_chunked(monkeypatch, tmp_path):
+    """Without a working compiler, "auto" runs the chunked scan and asking for "native" says why it cannot."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("MAMBAPRO_CACHE_DIR", str(tmp_path / "cache"))
+    native_scan._library.cache_clear()
+    try:
+        assert resolve_backend("auto", "cpu") == "chunked"
+        with pytest.raises(RuntimeError, match="scan_backend = 'native'.*no-such-compiler"):
+            resolve_backend("native", "cpu")
+    finally:
+        native_scan._library.cache_clear()
+
+
+@needs_native
+def test_native_builds_once_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("MAMBAPRO_CACHE_DIR", str(tmp_path))
+    native_scan._library.cache_clear()
+    try:
+        assert native_scan.available()
+        built = list(tmp_path.glob("selective_scan_cpu-*.so"))
+        assert len(built) == 1 and not [p for p in tmp_path.iterdir() if p not in built]  # no temporaries left
+        native_scan._library.cache_clear()
+        assert native_scan.available() and list(tmp_path.glob("*.so")) == built
+    finally:
+        native_scan._library.cache_clear()
 
 
 def test_chunked_gradcheck():
@@ -191,15 +267,18 @@ def fake_mamba(monkeypatch):
     scan._mamba_scan.cache_clear()
 
 
-def test_auto_selects_chunked_on_cpu(no_mamba):
-    assert resolve_backend("auto", "cpu") == "chunked"
+CPU_AUTO = "native" if native_scan.available() else "chunked"
+
+
+def test_auto_selects_native_or_chunked_on_cpu(no_mamba):
+    assert resolve_backend("auto", "cpu") == CPU_AUTO
     assert resolve_backend("auto", "cuda") == "chunked"  # CUDA device but no mamba_ssm
     assert resolve_backend("reference", "cpu") == "reference"
 
 
 def test_auto_selects_cuda_kernel_when_available(fake_mamba):
     assert resolve_backend("auto", "cuda") == "cuda"
-    assert resolve_backend("auto", "cpu") == "chunked"
+    assert resolve_backend("auto", "cpu") == CPU_AUTO
     assert resolve_backend("cuda", "cuda:0") == "cuda"
 
 
@@ -214,7 +293,7 @@ def test_cuda_request_without_mamba_names_the_import_error(no_mamba):
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match="not one of: auto, cuda, chunked, reference"):
+    with pytest.raises(ValueError, match="not one of: auto, cuda, native, chunked, reference"):
         resolve_backend("triton", "cpu")
 
 
@@ -234,7 +313,7 @@ def test_importing_mambapro_never_imports_mamba_ssm():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "chunked"
+    assert done.stdout.strip() == CPU_AUTO
 
 
 @pytest.mark.cuda
@@ -265,8 +344,9 @@ def test_flop_formula_matches_official_scan_term():
     assert scan_flops(2, 5, 3, 4, True, True) == 9 * 2 * 5 * 3 * 4 + 2 * 2 * 3 * 5
 
 
+@pytest.mark.parametrize("backend", ["chunked", pytest.param("native", marks=needs_native)])
 @pytest.mark.parametrize("with_d, with_z", [(True, False), (False, False), (True, True), (False, True)])
-def test_fvcore_counts_the_traced_scan(with_d, with_z):
+def test_fvcore_counts_the_traced_scan(with_d, with_z, backend):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
@@ -274,13 +354,14 @@ def test_fvcore_counts_the_traced_scan(with_d, with_z):
     class Wrapper(torch.nn.Module):
         def forward(self, u, delta, A, B, C, D, z):
             return selective_scan(u, delta, A, B, C, D if with_d else None, z if with_z else None,
-                                  delta_bias=D, delta_softplus=True, backend="chunked")
+                                  delta_bias=D, delta_softplus=True, backend=backend)
 
     b, d, n, length = 2, 6, 4, 10
     args = make_inputs(b, d, n, length, torch.float32, with_z=True)
     inputs = tuple(args[k].detach() for k in ("u", "delta", "A", "B", "C", "D", "z"))
     analysis = FlopCountAnalysis(Wrapper(), inputs).set_op_handle(**fvcore_handles())
     analysis.unsupported_ops_warnings(False)
-    assert "prim::PythonOp.SelectiveScanChunked" in fvcore_handles()
-    assert analysis.total() == scan_flops(b, length, d, n, with_d, with_z)
+    assert {"prim::PythonOp.SelectiveScanChunked", "prim::PythonOp.SelectiveScanNative"} <= set(fvcore_handles())
+    # the native Function leaves the SiLU(z) gate to autograd outside it, and fvcore counts no elementwise product
+    assert analysis.total() == scan_flops(b, length, d, n, with_d, with_z and backend == "chunked")
     assert not any(k.startswith("prim::PythonOp") for k in analysis.unsupported_ops())

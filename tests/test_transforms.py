@@ -107,11 +107,13 @@ def test_split_resize_is_exact():
     from mambapro.data.transforms import split_resize
 
     mm = MultiModalTransform(build_transform((128, 64), train=True, erasing_prob=1.0))
-    resize, rest = split_resize(mm)
-    assert isinstance(resize, T.Resize)
+    fixed, rest = split_resize(mm)
+    assert [type(o) for o in fixed.transforms] == [T.Resize, T.ToTensor, T.Normalize]
+    assert [type(o) for o in rest.transform.transforms] == [T.RandomHorizontalFlip, T.Pad, T.RandomCrop,
+                                                            RandomErasing]
     images = {m: _image(i, (90, 200)) for i, m in enumerate(MODALITIES)}
-    small = {m: resize(im) for m, im in images.items()}
-    for seed in range(3):
+    small = {m: fixed(im) for m, im in images.items()}
+    for seed in range(12):  # flips, crops near the padded border and erasing boxes all occur
         a, b = mm(images, seed=seed), rest(small, seed=seed)
         assert all(torch.equal(a[m], b[m]) for m in MODALITIES)
     with pytest.raises(ValueError, match="Resize"):

@@ -28,10 +28,10 @@ __all__ = ["ReIDData", "ReIDImageDataset", "build_data", "test_order"]
 class ReIDImageDataset(Dataset):
     """Samples -> transformed tensors.  Keys are an index, or ``(index, augmentation_seed)`` from the PK sampler.
 
-    With ``cache=True`` each sample's decoded images, already through the transform's deterministic first step
-    (the resize, :func:`~mambapro.data.transforms.split_resize`), are kept in memory after their first read, so
-    later epochs only run the random steps: the same tensors, without the PNG decoding and resizing (about half of
-    the embedded default's loading time).  Off at paper scale, where every loader worker would hold a copy."""
+    With ``cache=True`` each sample's decoded images, already through the transform's deterministic steps (resize,
+    to-tensor, normalise: :func:`~mambapro.data.transforms.split_resize`), are kept in memory after their first
+    read, so later epochs only run the random steps on tensors: the same tensors as without the cache, without the
+    decoding, resizing and PIL round trips.  Off at paper scale, where every loader worker would hold a copy."""
 
     def __init__(self, samples: Sequence[Sample], transform: MultiModalTransform, cache: bool = False):
         self.samples, self.transform = list(samples), transform
