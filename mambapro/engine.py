@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -185,6 +186,11 @@ def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = No
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if cfg is not None:
+        ours, theirs = weights_digest(cfg), ckpt.get("pretrained_digest")
+        if ours and theirs and ours != theirs:
+            raise CheckpointMismatch(
+                f"checkpoint {path} was trained from other backbone weights than backbone.pretrained = "
+                f"{cfg.backbone.pretrained!r} holds now (sha256 {theirs} vs {ours}); delete {path.parent} to retrain")
         ours, theirs = _flat(cfg.to_dict()), _flat(ckpt["config"])
         diff = sorted(k for k in set(ours) | set(theirs) if _norm(ours.get(k)) != _norm(theirs.get(k)))
         diff = [k for k in diff if k not in _RUNTIME_KEYS]
@@ -194,6 +200,19 @@ def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = No
     if seed is not None and ckpt["seed"] != seed:
         raise CheckpointMismatch(f"checkpoint {path} was written with seed {ckpt['seed']}, this run uses seed {seed}")
     return ckpt
+
+
+def weights_digest(cfg: Config) -> str | None:
+    """SHA-256 (16 hex digits) of the local backbone weights file, None for a tag or no weights: a checkpoint
+    records it, so a run is not resumed on top of weights that changed (the proxy CLIP re-trained upstream)."""
+    path = cfg.backbone.pretrained if cfg.backbone.kind == "clip" else cfg.backbone.timm_pretrained
+    if not path or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 # Keys that may change between an interrupted run and its resumption without changing the result (the seed is
@@ -376,6 +395,7 @@ def _checkpoint(model, optimizer, scheduler, cfg: Config, seed: int, epoch: int,
     return {
         "config": cfg.to_dict(),
         "seed": seed,
+        "pretrained_digest": weights_digest(cfg),
         "epoch": epoch,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),

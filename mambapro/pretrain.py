@@ -55,7 +55,7 @@ def _transforms(image_size: tuple[int, int], train: bool):
 
 
 def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(32, 32),
-             epochs: int = 10, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
+             epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
     """Train the proxy CLIP, save its open_clip state dict to ``out`` and return the zero-shot report."""
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -134,7 +134,7 @@ def main(argv=None):
     p.add_argument("--report", default="results/pretrain/zeroshot.json")
     p.add_argument("--arch", default="mambapro-tiny")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32))
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

@@ -67,7 +67,7 @@ def test_tokens_equal_open_clip_visual_after_loading_a_local_checkpoint(model_ti
 def test_camera_embedding_goes_on_cls_before_positions_and_ln_pre():
     torch.manual_seed(0)
     b = Backbone(tiny_cfg(backbone={"sie_coe": 1.5}), num_cameras=3)
-    assert b.camera_embedding.shape == (3, 128) and b.camera_embedding.requires_grad
+    assert b.camera_embedding.shape == (3, 48) and b.camera_embedding.requires_grad
     assert 0.015 < b.camera_embedding.std() < 0.025  # trunc_normal(0.02)
     x, cams = torch.randn(2, 3, 128, 64), torch.tensor([2, 0])
     t = b.tower
@@ -84,9 +84,9 @@ def test_positional_embedding_is_resized_bilinearly(tmp_path):
     torch.save(square.state_dict(), path)
     b = Backbone(tiny_cfg(backbone={"pretrained": str(path)}), num_cameras=1)
     old = square.visual.positional_embedding.detach()  # 1 + 8 x 8 positions
-    grid = old[1:].reshape(1, 8, 8, 128).permute(0, 3, 1, 2)
+    grid = old[1:].reshape(1, 8, 8, 48).permute(0, 3, 1, 2)
     resized = F.interpolate(grid, size=(16, 8), mode="bilinear", align_corners=False)  # official model.py:694-710
-    expected = torch.cat([old[:1], resized.permute(0, 2, 3, 1).reshape(128, 128)])
+    expected = torch.cat([old[:1], resized.permute(0, 2, 3, 1).reshape(128, 48)])
     torch.testing.assert_close(b.tower.positional_embedding.detach(), expected)
     torch.testing.assert_close(b.tower.conv1.weight, square.visual.conv1.weight)
 
@@ -155,7 +155,7 @@ def test_tiny_timm_vit_matches_timm_and_keeps_its_width():
     torch.manual_seed(0)
     cfg = tiny_cfg(backbone={"kind": "timm", "camera_embedding": False})
     b = Backbone(cfg, num_cameras=1).eval()
-    assert (b.grid, b.width, b.out_dim) == ((16, 8), 128, 128)
+    assert (b.grid, b.width, b.out_dim) == ((16, 8), 48, 48)
     x = torch.randn(2, 3, 128, 64)
     with torch.no_grad():
         torch.testing.assert_close(b(x, "RGB"), b.tower.forward_features(x))

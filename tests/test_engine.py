@@ -54,7 +54,7 @@ import sys  # noqa: E402
 
 from mambapro.config import apply_overrides  # noqa: E402
 from mambapro.data.synthetic import generate  # noqa: E402
-from mambapro.engine import CheckpointMismatch, load_checkpoint, train  # noqa: E402
+from mambapro.engine import CheckpointMismatch, load_checkpoint, train, weights_digest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,24 @@ def test_checkpoints_load_weights_only_and_refuse_other_configs(tiny_root, tmp_p
         train(other, tmp_path / "run", seed=0, progress=False)
     with pytest.raises(CheckpointMismatch, match="seed 0, this run uses seed 1"):
         load_checkpoint(tmp_path / "run" / "last.pt", cfg, seed=1)
+
+
+def test_a_run_is_not_resumed_on_changed_backbone_weights(tiny_root, tmp_path):
+    """The proxy CLIP re-trained upstream (same path, other bytes): the old checkpoint is refused, not resumed."""
+    import open_clip
+
+    import mambapro.backbone  # noqa: F401  (registers mambapro-tiny with open_clip)
+
+    weights = tmp_path / "clip.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("mambapro-tiny", force_image_size=(32, 32)).state_dict(), weights)
+    cfg = tiny_cfg(tiny_root, "A", train={"epochs": 1}, backbone={"pretrained": str(weights)})
+    train(cfg, tmp_path / "run", seed=0, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt", cfg)["pretrained_digest"] == weights_digest(cfg)
+    torch.manual_seed(1)
+    torch.save(open_clip.create_model("mambapro-tiny", force_image_size=(32, 32)).state_dict(), weights)
+    with pytest.raises(CheckpointMismatch, match=r"other backbone weights .*clip.pt.*delete .*run to retrain"):
+        train(cfg, tmp_path / "run", seed=0, progress=False)
 
 
 def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path):

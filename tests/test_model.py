@@ -83,17 +83,17 @@ def test_direct_modes_pairs_and_retrieval_feature():
     out = model.train()(images, cams)
     assert out.pair_names == ["ori"] and len(out.pairs) == 1
     logits, ori = out.pairs[0]
-    assert logits.shape == (8, 5) and ori.shape == (8, 384)
+    assert logits.shape == (8, 5) and ori.shape == (8, 144)
     torch.testing.assert_close(ori, torch.cat([out.tokens[m][:, 0] for m in MODALITIES], 1))  # f_cls, pre-BN
     model.eval()
     with torch.no_grad():
         ev = model(images, cams)
-    assert ev.pairs == [] and ev.feature.shape == (8, 384)
+    assert ev.pairs == [] and ev.feature.shape == (8, 144)
     torch.testing.assert_close(ev.feature, torch.cat([ev.tokens[m][:, 0] for m in MODALITIES], 1))
 
     vehicles = build_model(build_config("default", "E", {**SMALL, "loss": {"direct": False}}), 5, 3).train()
     out = vehicles(images, cams)  # DIRECT=0: per-modality CLS with the shared backbone head
-    assert out.pair_names == list(MODALITIES) and [f.shape for _, f in out.pairs] == [(8, 128)] * 3
+    assert out.pair_names == list(MODALITIES) and [f.shape for _, f in out.pairs] == [(8, 48)] * 3
     torch.testing.assert_close(out.pairs[1][1], out.tokens["NI"][:, 0])
     assert not hasattr(vehicles, "ori_head")
 
@@ -105,7 +105,7 @@ def test_aggregation_output_is_the_retrieval_feature():
     for direct, names in ((True, ["ori", "fuse"]), (False, ["RGB", "NI", "TI", "fuse"])):
         model = build_model(build_config("default", "F", {**SMALL, "loss": {"direct": direct}}), 5, 3).train()
         out = model(images, cams)
-        assert out.pair_names == names and out.pairs[-1][1].shape == (8, 384)
+        assert out.pair_names == names and out.pairs[-1][1].shape == (8, 144)
         model.eval()
         with torch.no_grad():
             ev = model(images, cams)
@@ -117,7 +117,7 @@ def test_heads_are_bn_necks_with_frozen_bias():
     model = build_model(build_config("default", "A", {**SMALL, "loss": {"direct": False}}), 300, 3)
     bn, fc = model.head.bn, model.head.classifier
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0) and not bn.bias.requires_grad
-    assert fc.bias is None and fc.weight.shape == (300, 128) and abs(fc.weight.std().item() - 0.001) < 1e-4
+    assert fc.bias is None and fc.weight.shape == (300, 48) and abs(fc.weight.std().item() - 0.001) < 1e-4
 
 
 def test_zero_filled_modalities_are_accepted():

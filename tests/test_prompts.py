@@ -137,10 +137,10 @@ def test_prompts_appended_and_removed_in_every_prompted_layer():
     backbone.prompts.tokens = spy
     out = backbone(torch.randn(2, 3, 32, 16), "NI")
     n = 1 + 4 * 2
-    assert out.shape == (2, n, 128)  # prompts removed after the last block
+    assert out.shape == (2, n, 48)  # prompts removed after the last block
     assert [seen[f"block{i}"] for i in range(4)] == [n, n, n + 12, n + 12]  # removed after each block
     assert [seen[f"pfa{i}"] for i in "0123"] == [n, n, n + 12, n + 12]  # PFA also runs on prompt tokens
-    assert carried_in == [(2, None), (3, (2, 4, 128))]  # first prompted layer: own slot = P_m, no RP
+    assert carried_in == [(2, None), (3, (2, 4, 48))]  # first prompted layer: own slot = P_m, no RP
 
 
 def test_rp_of_first_prompted_layer_gets_no_gradient():
