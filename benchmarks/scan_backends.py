@@ -2,7 +2,8 @@
 memory of one forward+backward.
 
 Backends:
-  chunked     mambapro's default CPU backend (custom autograd Function, chunk-boundary states, recomputation)
+  native      mambapro's default CPU backend: the C kernel of mambapro/native_scan.py (states of one row in a buffer)
+  chunked     mambapro's pure-PyTorch CPU fallback (custom autograd Function, chunk-boundary states, recomputation)
   reference   mambapro's sequential reference backend (one autograd step per token, Δ·A formed per step)
   einsum-ref  benchmark-only: the formulation of mamba-ssm's ``selective_scan_ref`` (Δ·A and Δ·B·u materialised as
               [B, D, L, N], per-step slices of them, per-step einsum), written here from its description
@@ -38,14 +39,21 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mambapro.scan import DEFAULT_CHUNK, selective_scan_chunked, selective_scan_reference  # noqa: E402
+from mambapro import native_scan  # noqa: E402
+from mambapro.scan import (  # noqa: E402
+    DEFAULT_CHUNK,
+    selective_scan_chunked,
+    selective_scan_native,
+    selective_scan_reference,
+)
 
 SHAPES = {  # name: (B, D, N, L)
     "MA intra (L128)": (8, 1024, 16, 128),
     "MA inter (L384)": (8, 1024, 16, 384),
     "CPU default (D256, L384)": (8, 256, 16, 384),
+    "tiny MA inter (B32, D96, L96)": (32, 96, 16, 96),
 }
-QUICK_SHAPES = ("MA intra (L128)", "CPU default (D256, L384)")
+QUICK_SHAPES = ("MA intra (L128)", "tiny MA inter (B32, D96, L96)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -101,6 +109,8 @@ def chunked(chunk):
 
 
 BACKENDS = {
+    **({"native": lambda u, delta, A, B, C, D, delta_bias: selective_scan_native(
+        u, delta, A, B, C, D, None, delta_bias, True)} if native_scan.available() else {}),
     "chunked": chunked(DEFAULT_CHUNK),
     "reference": lambda u, delta, A, B, C, D, delta_bias: selective_scan_reference(
         u, delta, A, B, C, D, None, delta_bias, True),

@@ -91,7 +91,8 @@ def _call(name: str, dtype: torch.dtype, *tensors_then_sizes) -> None:
         raise MemoryError(f"native selective scan ({name}): out of memory")
 
 
-def scan_forward(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def scan_forward(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                 ) -> torch.Tensor:
     """y_t = C_t · h_t for CPU tensors of one dtype (float32 or float64): u, dt [B, D, L], A [D, N], B, C [B, N, L]
     -> [B, D, L]."""
     u, dt, A = (t.contiguous() for t in (u, dt, A))

@@ -79,13 +79,17 @@ CASES = [  # (B, D, N, L, chunk, delta_max, softplus, with_d, with_z, with_bias)
 ]
 
 
+@pytest.mark.parametrize("backend", ["chunked", pytest.param("native", marks=needs_native)])
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}D{c[1]}N{c[2]}L{c[3]}c{c[4]}")
-def test_chunked_matches_reference(case, dtype, tol):
+def test_backend_matches_reference(case, dtype, tol, backend):
     b, d, n, length, chunk, delta_max, softplus, with_d, with_z, with_bias = case
     args = make_inputs(b, d, n, length, dtype, delta_max, with_d=with_d, with_z=with_z, with_bias=with_bias)
     y_ref, g_ref = run(selective_scan_reference, args, softplus)
-    y, g = run(selective_scan_chunked, args, softplus, chunk_size=chunk)
+    if backend == "chunked":
+        y, g = run(selective_scan_chunked, args, softplus, chunk_size=chunk)
+    else:
+        y, g = run(selective_scan_native, args, softplus)
     assert y.dtype == dtype and y.shape == (b, d, length)
     assert_rel_close(y, y_ref, tol, "output")
     assert set(g) == set(g_ref)
@@ -133,21 +137,6 @@ def test_recurrence_by_hand():
     for backend in ("chunked", "reference", "native") if native_scan.available() else ("chunked", "reference"):
         y = selective_scan(u, delta, A, B, C, D, backend=backend, chunk_size=2)
         torch.testing.assert_close(y[0, 0], torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
-
-
-@needs_native
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"B{c[0]}D{c[1]}N{c[2]}L{c[3]}")
-def test_native_matches_reference(case, dtype, tol):
-    b, d, n, length, _, delta_max, softplus, with_d, with_z, with_bias = case
-    args = make_inputs(b, d, n, length, dtype, delta_max, with_d=with_d, with_z=with_z, with_bias=with_bias)
-    y_ref, g_ref = run(selective_scan_reference, args, softplus)
-    y, g = run(selective_scan_native, args, softplus)
-    assert y.dtype == dtype and y.shape == (b, d, length)
-    assert_rel_close(y, y_ref, tol, "output")
-    assert set(g) == set(g_ref)
-    for name in g_ref:
-        assert_rel_close(g[name], g_ref[name], tol, f"d/d{name}")
 
 
 @needs_native
