@@ -50,7 +50,7 @@ from mambapro.scan import (  # noqa: E402
 SHAPES = {  # name: (B, D, N, L)
     "MA intra (L128)": (8, 1024, 16, 128),
     "MA inter (L384)": (8, 1024, 16, 384),
-    "CPU default (D256, L384)": (8, 256, 16, 384),
+    "D256, L384 (the width-128 tiny tower)": (8, 256, 16, 384),
     "tiny MA inter (B32, D96, L96)": (32, 96, 16, 96),
 }
 QUICK_SHAPES = ("MA intra (L128)", "tiny MA inter (B32, D96, L96)")

@@ -186,11 +186,11 @@ def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = No
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if cfg is not None:
-        ours, theirs = weights_digest(cfg), ckpt.get("pretrained_digest")
-        if ours and theirs and ours != theirs:
+        now, then = weights_digest(cfg), ckpt.get("pretrained_digest")
+        if now and then and now != then:
             raise CheckpointMismatch(
                 f"checkpoint {path} was trained from other backbone weights than backbone.pretrained = "
-                f"{cfg.backbone.pretrained!r} holds now (sha256 {theirs} vs {ours}); delete {path.parent} to retrain")
+                f"{cfg.backbone.pretrained!r} holds now (sha256 {then} vs {now}); delete {path.parent} to retrain")
         ours, theirs = _flat(cfg.to_dict()), _flat(ckpt["config"])
         diff = sorted(k for k in set(ours) | set(theirs) if _norm(ours.get(k)) != _norm(theirs.get(k)))
         diff = [k for k in diff if k not in _RUNTIME_KEYS]

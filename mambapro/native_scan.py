@@ -26,8 +26,9 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("csrc") / "selective_scan_cpu.c"
-# -ffast-math at compile time only: it lets GCC vectorise expf with glibc's vector maths library; linking without it
-# keeps crtfastmath (flush-to-zero for the whole process) out of the shared library.
+# -ffast-math at compile time only: it lets GCC vectorise the loops over N (their sums, and the min / max / floor of
+# the kernel's own exp); linking without it keeps crtfastmath (flush-to-zero for the whole process) out of the
+# shared library.
 COMPILE_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fPIC")
 _TYPES = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -91,8 +92,7 @@ def _call(name: str, dtype: torch.dtype, *tensors_then_sizes) -> None:
         raise MemoryError(f"native selective scan ({name}): out of memory")
 
 
-def scan_forward(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                 ) -> torch.Tensor:
+def scan_forward(u, dt, A, B, C) -> torch.Tensor:
     """y_t = C_t · h_t for CPU tensors of one dtype (float32 or float64): u, dt [B, D, L], A [D, N], B, C [B, N, L]
     -> [B, D, L]."""
     u, dt, A = (t.contiguous() for t in (u, dt, A))

@@ -394,7 +394,8 @@ def _scan_flop_handle(inputs, outputs) -> int:
 
 def fvcore_handles() -> dict[str, Callable]:
     """fvcore op handles for the scan, keyed by the names fvcore gives traced autograd Functions
-    (``prim::PythonOp.<class name>``): this module's chunked Function and mamba-ssm's ``SelectiveScanFn``.
+    (``prim::PythonOp.<class name>``): this module's chunked and native Functions and mamba-ssm's
+    ``SelectiveScanFn``.
     The reference backend traces as a loop of elementwise ops and is not counted."""
     names = ("SelectiveScanChunked", "SelectiveScanNative", "SelectiveScanFn")
     return {f"prim::PythonOp.{name}": _scan_flop_handle for name in names}
