@@ -21,15 +21,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mambapro.config import TABLES, Config, apply_overrides, build_config
+from mambapro.config import TABLES, Config, resolve_config
+from mambapro.results import write_text
 
 PAPER_PROFILE = "rgbnt201"
 PAPER_CLASSES, PAPER_CAMERAS = 171, 4
@@ -169,8 +168,7 @@ def layer_flops(backbone: nn.Module, layer: int = 1) -> int:
 
 def paper_config(preset: str | None = None, **overrides) -> Config:
     """Paper-scale configuration (RGBNT201 profile) of ``preset`` with random weights (no download)."""
-    cfg = build_config(PAPER_PROFILE, preset)
-    return apply_overrides(cfg, {"backbone": {"pretrained": None}, **overrides})
+    return resolve_config(PAPER_PROFILE, preset, {"backbone": {"pretrained": None}, **overrides})
 
 
 def paper_tower() -> nn.Module:
@@ -271,18 +269,6 @@ def complexity_rows(tables: tuple[str, ...] = tuple(PAPER)) -> list[dict]:
 # Output
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 FIELDS = ("table", "row", "preset", "quantity", "unit", "paper", "ours", "ours_exact", "difference", "note")
 
 
@@ -321,8 +307,8 @@ def write_tables(out: str | Path, tables: tuple[str, ...] = tuple(PAPER)) -> lis
     skipped = [] if aggregation_available() else [
         "Table 3 rows F, G and Tables 6, 11 (mambapro.aggregation does not import)"]
     out = Path(out)
-    _atomic_write(out / "complexity.csv", to_csv(rows))
-    _atomic_write(out / "complexity.md", to_markdown(rows, skipped))
+    write_text(out / "complexity.csv", to_csv(rows))
+    write_text(out / "complexity.md", to_markdown(rows, skipped))
     return rows
 
 

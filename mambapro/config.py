@@ -1,9 +1,12 @@
-"""Typed configuration: one dataclass tree that mirrors ``params.yaml``, plus named ablation presets.
+"""Typed configuration: one dataclass tree, the named profiles and presets, and :func:`resolve_config`.
 
-A *profile* is a full configuration (the embedded CPU default, or paper scale for one dataset); a *preset* is a
-small override of it naming one row of the paper's ablation tables (Tables 3, 4, 5, 6, 8, 9, 11) or one point
-of its hyper-parameter curves (Figs. 8, 9).  Defaults follow the official code (``official-implementation.md``);
-where the paper differs the paper's variant is an option, named in the field's comment.
+A *profile* (``profiles.yaml`` beside this file) is a full configuration: the embedded CPU default, or paper scale
+for one dataset.  A *preset* (``presets.yaml``) is a small override of it naming one row of the paper's ablation
+tables (Tables 3, 4, 5, 6, 8, 9, 11, 12) or one point of its hyper-parameter curves (Figs. 8, 9).  Both files are
+the only definitions; every entry point (DVC stages, the engine's command line, notebooks, figures, complexity)
+builds its configuration with :func:`resolve_config`.  Defaults follow the official code
+(``official-implementation.md``); where the paper differs the paper's variant is an option, named in the field's
+comment.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 MODALITIES = ("RGB", "NI", "TI")
 
@@ -211,6 +217,21 @@ def validate(cfg: Config) -> None:
     bad = [m for m in cfg.eval.missing if m not in MISSING_SETTINGS]
     if bad:
         raise ConfigError(f"eval.missing: {bad} not in {', '.join(MISSING_SETTINGS)}")
+    for key, value, ok, rule in (
+        ("train.epochs", cfg.train.epochs, cfg.train.epochs >= 1, ">= 1"),
+        ("train.warmup_epochs", cfg.train.warmup_epochs, 0 <= cfg.train.warmup_epochs < cfg.train.epochs,
+         f"in [0, train.epochs = {cfg.train.epochs})"),
+        ("train.base_lr", cfg.train.base_lr, cfg.train.base_lr > 0, "> 0"),
+        ("train.backbone_lr", cfg.train.backbone_lr, cfg.train.backbone_lr > 0, "> 0"),
+        ("train.eval_every", cfg.train.eval_every, cfg.train.eval_every >= 1, ">= 1"),
+        ("data.num_instances", cfg.data.num_instances, cfg.data.num_instances >= 1, ">= 1"),
+        ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, ">= 1"),
+        ("data.test_batch_size", cfg.data.test_batch_size, cfg.data.test_batch_size >= 1, ">= 1"),
+        ("data.erasing_prob", cfg.data.erasing_prob, 0 <= cfg.data.erasing_prob <= 1, "in [0, 1]"),
+        ("data.image_size", cfg.data.image_size, min(cfg.data.image_size) >= 1, "positive (H, W)"),
+    ):
+        if not ok:
+            raise ConfigError(f"{key} = {value!r} must be {rule}")
     if cfg.data.batch_size % cfg.data.num_instances:
         raise ConfigError(
             f"data.batch_size = {cfg.data.batch_size} is not a multiple of data.num_instances = "
@@ -230,66 +251,30 @@ MISSING_SETTINGS = {
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Presets: one per table row / curve point.  Each is an override of the profile's configuration.
+# Presets (one per table row / curve point) and profiles, defined once in the YAML files beside this module
 
-_FULL = {  # row F: CLIP(L) + PFA + SRP(Fusion) + MA
-    "adapter": {"kind": "pfa"},
-    "prompt": {"kind": "srp_fusion"},
-    "aggregation": {"kind": "ma"},
-}
+CONFIG_DIR = Path(__file__).resolve().parent
+PRESETS_FILE, PROFILES_FILE = CONFIG_DIR / "presets.yaml", CONFIG_DIR / "profiles.yaml"
 
 
-def _with(base: dict, **sections: dict) -> dict:
-    out = copy.deepcopy(base)
-    for section, items in sections.items():
-        out.setdefault(section, {}).update(items)
-    return out
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of names, got {type(data).__name__}")
+    return data
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # Table 3 (and Table 12): key components.  F is also Table 6 "MA", Table 9 "CLIP (L)", Table 11 "MA(Mamba)".
-    "A": {"backbone": {"frozen": True}},
-    "B": {"backbone": {"frozen": False}},
-    "C": {"adapter": {"kind": "pfa"}},
-    "D": {"prompt": {"kind": "srp_fusion"}},
-    "E": {"adapter": {"kind": "pfa"}, "prompt": {"kind": "srp_fusion"}},
-    "F": _FULL,
-    "G": _with(_FULL, backbone={"frozen": False}),
-    # Table 4: prompt mechanisms (CLIP(L) + prompt only); SRP(Fusion) is row D
-    "prompt-ip": {"prompt": {"kind": "ip"}},
-    "prompt-sp": {"prompt": {"kind": "sp"}},
-    "prompt-srp-separation": {"prompt": {"kind": "srp_separation"}},
-    # Table 5: adapters (CLIP(L) + adapter only); PFA is row C
-    "adapter-lora-64": {"adapter": {"kind": "lora", "rank": 64}},
-    "adapter-lora-256": {"adapter": {"kind": "lora", "rank": 256}},
-    "adapter-lora-384": {"adapter": {"kind": "lora", "rank": 384}},
-    "adapter-bna": {"adapter": {"kind": "bna"}},
-    # Table 6: aggregation methods on top of PFA + SRP; MA is row F
-    **{
-        f"agg-{k.replace('_', '-')}": _with(_FULL, aggregation={"kind": k})
-        for k in ("sum", "concat", "transformer", "intra_ma", "inter_ma")
-    },
-    # Table 8: PFA positions (CLIP(L) + PFA only); side of FFN is row C
-    **{
-        f"pfa-{p.replace('_', '-')}": {"adapter": {"kind": "pfa", "position": p}}
-        for p in ("behind_ffn", "side_mhsa", "behind_mhsa")
-    },
-    # Table 9: ImageNet ViT backbone (through timm) with the full model; CLIP (L) / (F) are rows F / G
-    "vit-l": _with(_FULL, backbone={"kind": "timm", "frozen": True}),
-    "vit-f": _with(_FULL, backbone={"kind": "timm", "frozen": False}),
-    # Table 11: MA with its Mamba blocks replaced by Transformer blocks; MA(Mamba) is row F
-    "ma-trans": _with(_FULL, aggregation={"kind": "ma_trans"}),
-    # Fig. 8: d_state (F: 16) and dt_rank (F: ceil(D/16))
-    **{f"dstate-{n}": _with(_FULL, aggregation={"d_state": n}) for n in (4, 8, 32, 64)},
-    **{f"dtrank-{r}": _with(_FULL, aggregation={"dt_rank": r}) for r in (4, 16, 64)},
-    # Fig. 9: prompt length (F: 4), first SRP / PFA layer of 12 (F: 0), number of MA blocks (F: 2)
-    **{f"plen-{n}": _with(_FULL, prompt={"length": n}) for n in (2, 8, 16)},
-    **{f"srp-from-{s}": _with(_FULL, prompt={"start_layer": s}) for s in (3, 6, 9)},
-    **{f"pfa-from-{s}": _with(_FULL, adapter={"start_layer": s}) for s in (3, 6, 9)},
-    **{f"mablocks-{n}": _with(_FULL, aggregation={"num_blocks": n}) for n in (1, 3, 4)},
-}
+PRESETS: dict[str, dict[str, Any]] = _load_yaml(PRESETS_FILE)
+PROFILES: dict[str, dict[str, Any]] = _load_yaml(PROFILES_FILE)
+for _name, _entry in PROFILES.items():
+    if not isinstance(_entry, dict) or set(_entry) != {"config", "pipeline"}:
+        raise ConfigError(f"{PROFILES_FILE}: profile {_name!r} needs exactly the keys 'config' and 'pipeline'")
 
-# Each paper table / figure as (row label, preset) pairs: rows shared between tables train once.
+# Each paper table / figure as (row label, preset) pairs: rows shared between tables train once.  Table 12 is
+# Table 3's rows on a vehicle set (the vehicle profile's runs).
 TABLES: dict[str, list[tuple[str, str]]] = {
     "table3": [(r, r) for r in "ABCDEFG"],
     "table4": [("CLIP(L) + IP", "prompt-ip"), ("CLIP(L) + SP", "prompt-sp"),
@@ -303,6 +288,7 @@ TABLES: dict[str, list[tuple[str, str]]] = {
                ("Behind (MHSA)", "pfa-behind-mhsa")],
     "table9": [("ViT (L)", "vit-l"), ("ViT (F)", "vit-f"), ("CLIP (L)", "F"), ("CLIP (F)", "G")],
     "table11": [("MA(Trans)", "ma-trans"), ("MA(Mamba)", "F")],
+    "table12": [(r, r) for r in "ABCDEFG"],
     "fig8_dstate": [("4", "dstate-4"), ("8", "dstate-8"), ("16", "F"), ("32", "dstate-32"), ("64", "dstate-64")],
     "fig8_dtrank": [("4", "dtrank-4"), ("default", "F"), ("16", "dtrank-16"), ("64", "dtrank-64")],
     "fig9a_prompt_length": [("2", "plen-2"), ("4", "F"), ("8", "plen-8"), ("16", "plen-16")],
@@ -315,8 +301,15 @@ TABLES: dict[str, list[tuple[str, str]]] = {
 def preset_overrides(name: str) -> dict[str, Any]:
     """The override dictionary of a named preset; an unknown name lists the valid ones."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+        raise ConfigError(f"unknown preset {name!r} (in {PRESETS_FILE}); valid presets: {', '.join(PRESETS)}")
+    return copy.deepcopy(PRESETS[name] or {})
+
+
+def profile_entry(name: str) -> dict[str, Any]:
+    """A profile's ``{"config": overrides, "pipeline": {...}}``; an unknown name lists the valid ones."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r} (in {PROFILES_FILE}); valid profiles: {', '.join(PROFILES)}")
+    return copy.deepcopy(PROFILES[name])
 
 
 def scale_layers(cfg: Config, num_layers: int) -> Config:
@@ -327,38 +320,12 @@ def scale_layers(cfg: Config, num_layers: int) -> Config:
     return cfg
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Profiles
-
-def _paper_profile(dataset: str, image_size: list[int], batch: int, k: int, epochs: int, warmup: int,
-                   direct: bool) -> dict[str, Any]:
-    """Paper scale: ViT-B/16 with OpenAI CLIP weights (Table 9's ImageNet ViT: the official ImageNet-21k ViT-B/16
-    as a timm tag), the real dataset under ``data/``, the official yml's schedule and DIRECT mode (secs. 1.6, 4)."""
-    return {
-        "backbone": {"arch": "ViT-B-16-quickgelu", "pretrained": "openai", "timm_pretrained": "orig_in21k_ft_in1k"},
-        "data": {"dataset": dataset, "root": "data", "image_size": image_size, "batch_size": batch,
-                 "num_instances": k, "test_batch_size": batch, "num_workers": 8},
-        "train": {"epochs": epochs, "warmup_epochs": warmup},
-        "loss": {"direct": direct},
-    }
-
-
-PROFILES: dict[str, dict[str, Any]] = {
-    # embedded CPU default: synthetic data, tiny proxy-pretrained CLIP, pure-PyTorch scan
-    "default": {},
-    "rgbnt201": _paper_profile("RGBNT201", [256, 128], 64, 4, 60, 10, direct=True),
-    "rgbnt100": _paper_profile("RGBNT100", [128, 256], 128, 16, 30, 5, direct=False),
-    "msvr310": _paper_profile("MSVR310", [128, 256], 64, 4, 60, 10, direct=False),
-}
-
-
-def build_config(profile: str = "default", preset: str | None = None, overrides: dict | None = None) -> Config:
-    """Profile, then preset, then explicit overrides (``params.yaml`` or the command line) on top."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
-    cfg = apply_overrides(Config(), PROFILES[profile], where=f"profile {profile}")
+def resolve_config(profile: str = "default", preset: str | None = None, overrides: dict | None = None) -> Config:
+    """The configuration of ``preset`` under ``profile``: dataclass defaults, then the profile, then the preset,
+    then explicit ``overrides`` (the command line's ``--set``), each validated."""
+    cfg = apply_overrides(Config(), profile_entry(profile)["config"] or {}, where=f"{PROFILES_FILE.name} {profile}")
     if preset is not None:
-        cfg = apply_overrides(cfg, preset_overrides(preset), where=f"preset {preset}")
+        cfg = apply_overrides(cfg, preset_overrides(preset), where=f"{PRESETS_FILE.name} {preset}")
     if overrides:
         cfg = apply_overrides(cfg, overrides, where="overrides")
     return cfg

@@ -32,11 +32,11 @@ import torch.distributed as dist
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
-from mambapro.config import MISSING_SETTINGS, Config, apply_overrides, build_config
+from mambapro.results import METRIC_KEYS, atomic_path, write_text
+from mambapro.config import MISSING_SETTINGS, Config, apply_overrides, resolve_config
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP")
 
 
 class CheckpointMismatch(RuntimeError):
@@ -167,16 +167,9 @@ def _autocast(device: torch.device):
 # Checkpoints
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -356,11 +349,11 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
             record.update(evaluate(model, data, cfg, device))
             if state["best"] is None or record["mAP"] > state["best"]["mAP"]:
                 state["best"] = {k: record[k] for k in ("epoch", *METRIC_KEYS)}
-                _atomic_save(_checkpoint(model, optimizer, scheduler, cfg, seed, epoch, state), best_path)
+                _save(_checkpoint(model, optimizer, scheduler, cfg, seed, epoch, state), best_path)
         state["history"].append(record)
         state["epoch"] = epoch
         if rank == 0:
-            _atomic_save(_checkpoint(model, optimizer, scheduler, cfg, seed, epoch, state), last_path)
+            _save(_checkpoint(model, optimizer, scheduler, cfg, seed, epoch, state), last_path)
             if live is not None:
                 for k, v in record.items():
                     if k != "epoch":
@@ -383,7 +376,7 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
             # Table 3's Mem(GB): peak GPU memory of this process (None on the CPU: not measured)
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         }
-        _atomic_write_text(json.dumps(result, indent=1), out / "metrics.json")
+        write_text(out / "metrics.json", json.dumps(result, indent=1))
         if live is not None:
             live.end()
     if started_dist:
@@ -440,21 +433,10 @@ def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, missing: tu
     return out
 
 
-def summarize_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean and (sample) standard deviation over seeds of the last- and best-epoch metrics."""
-    if not results:
-        raise ValueError("no runs to summarise")
-    summary = {}
-    for which in ("last", "best"):
-        for k in METRIC_KEYS:
-            vals = [r[which][k] for r in results]
-            summary[f"{which}/{k}/mean"] = statistics.fmean(vals)
-            summary[f"{which}/{k}/std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    summary["seeds"] = [r["seed"] for r in results]
-    return summary
-
-
-def main(argv: list[str] | None = None) -> None:
+def parse_command_line(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``--profile P --preset X --seed K --out DIR [--set section.key=JSON ...]``: the configuration
+    (:func:`mambapro.config.resolve_config`, the same as the DVC stage ``train@X-K`` of profile P) and the
+    arguments (``seed``, ``out``, ``no_resume``)."""
     p = argparse.ArgumentParser(description="Train one MambaPro configuration (runs under torchrun too).")
     p.add_argument("--profile", default="default")
     p.add_argument("--preset", default=None)
@@ -470,7 +452,11 @@ def main(argv: list[str] | None = None) -> None:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    cfg = build_config(args.profile, args.preset, overrides)
+    return resolve_config(args.profile, args.preset, overrides), args
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, args = parse_command_line(argv)
     result = train(cfg, args.out, args.seed, resume=not args.no_resume)
     if result is not None:
         print(json.dumps({"last": result["last"], "best": result["best"]}, indent=1))

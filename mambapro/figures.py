@@ -13,19 +13,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mambapro import viz
-from mambapro.config import Config
-from mambapro.pipeline import load_params, preset_config
-from mambapro.tables import load_metrics
+from mambapro import results, viz
+from mambapro.config import Config, resolve_config
 
 
 def load_run(cfg: Config, run_dir: str | Path, seed: int):
-    """The model of ``<run_dir>/seed<seed>/best.pt`` in eval mode and the run's data."""
+    """The model of ``<run_dir>/best.pt`` (one seed's run folder) in eval mode and the run's data."""
     from mambapro.data.loaders import build_data
     from mambapro.engine import load_checkpoint
     from mambapro.model import build_model
 
-    path = Path(run_dir) / f"seed{seed}" / "best.pt"
+    path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"figures need the run {path}; run its `dvc repro train@...` stage first")
     data = build_data(cfg, seed)
@@ -59,50 +57,58 @@ def _image_loader(data, size: tuple[int, int]):
     return load
 
 
-def training_curves(params: dict, results_dir: Path, out: Path) -> list[Path]:
+def training_curves(folder: Path, presets: list[str], out: Path) -> list[Path]:
     written = []
-    for preset in params["train_presets"]:
-        written += viz.training_curves_figure(load_metrics(results_dir, preset), out / "training_curves" / preset)
+    for preset in presets:
+        written += viz.training_curves_figure(results.load_metrics(folder, preset), out / "training_curves" / preset)
     return written
 
 
-def hyperparameter_curves(results_dir: Path, out: Path) -> list[Path]:
+def hyperparameter_curves(folder: Path, out: Path) -> list[Path]:
     """Figs. 8 and 9 from the runs' metrics."""
     from mambapro.tables import curve_data
 
     written = []
     for name, panels in (("fig8_dstate_dtrank", viz.FIG8_PANELS), ("fig9_depths_lengths", viz.FIG9_PANELS)):
-        curves = {key: curve_data(key, results_dir) for key, _, _ in panels}
+        curves = {key: curve_data(key, folder) for key, _, _ in panels}
         written += viz.hyperparameter_figure(curves, panels, out / name)
     return written
 
 
-def tsne(params: dict, runs_dir: Path, out: Path, seed: int) -> list[Path]:
+def tsne(profile: str, out: Path, seed: int) -> list[Path]:
     """Fig. 5: retrieval features of models A, C, E, F (:data:`mambapro.viz.FIG5_PANELS`)."""
     from mambapro.engine import extract_features
 
     panels = []
     for title, preset in viz.FIG5_PANELS:
-        model, data = load_run(preset_config(preset, params), runs_dir / preset, seed)
+        model, data = load_run(resolve_config(profile, preset), results.run_dir(profile, preset, seed), seed)
         feats = extract_features(model, data.test_loader, torch.device("cpu"))
         panels.append((title, feats.numpy(), data.test_meta["pids"]))
     return viz.tsne_figure(panels, out / "fig5_tsne")
-
-
 def alignment(model, data, out: Path, seed: int) -> list[Path]:
-    """Fig. 6: cross-modal cosine similarity of the same samples' tokens before and after MA."""
+    """Fig. 6: the paper's and the centred cross-modal cosine similarity of the same samples' tokens before and after
+    MA, and what the component shared by every token is (``fig6_shared_component.json``)."""
     batch = _test_batch(data, 16, seed)
-    with torch.no_grad():
-        sims = viz.alignment_similarities(model, batch["images"], batch["camid"])
-    return viz.alignment_figure(sims, out / "fig6_alignment")
+    sims = viz.alignment_similarities(model, batch["images"], batch["camid"])
+    stats = viz.alignment_shared_component(model, batch["images"], batch["camid"])
+    stats["mean_similarity"] = {pair: {k: float(np.mean(v)) for k, v in s.items()} for pair, s in sims.items()}
+    return viz.alignment_figure(sims, out / "fig6_alignment") + [
+        results.write_json(out / "fig6_shared_component.json", stats)]
 
 
-def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: int = 4) -> list[Path]:
-    """Figs. 10 / 11: Grad-CAM of the post-MA tokens of ``samples`` test identities."""
+def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: int = 4,
+            share_samples: int = 64) -> list[Path]:
+    """Figs. 10 / 11: centred Grad-CAM of the post-MA tokens of ``samples`` test identities, and the share of
+    non-constant maps per modality over ``share_samples`` test identities (``<name>_share.json``)."""
     b = _test_batch(data, samples, seed)
     maps = viz.gradcam_maps(model, b["images"], b["camid"])
     labels = [f"id {int(p)}" for p in b["pid"]]
-    return viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels, title=title)
+    written = viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels,
+                                 title=f"{title} (centred Grad-CAM of $f_{{ir}}^M$)")
+    many = _test_batch(data, share_samples, seed)
+    share = viz.nonconstant_share(viz.gradcam_maps(model, many["images"], many["camid"]))
+    print(f"{name}: share of non-constant Grad-CAM maps per modality over {len(many['pid'])} samples: {share}")
+    return written + [results.write_json(out / f"{name}_share.json", {"samples": len(many["pid"]), "share": share})]
 
 
 def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 0) -> list[Path]:
@@ -120,28 +126,27 @@ def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 
         query_sceneid=int(meta["sceneids"][q_at]), gallery_sceneids=meta["sceneids"][g_at])
 
 
-def vehicle_run(params: dict, runs_dir: Path, seed: int):
-    """The model and data of ``params.yaml``'s vehicle run (Fig. 11)."""
-    from mambapro.config import apply_overrides
-
-    v = params["vehicle"]
-    cfg = apply_overrides(preset_config(v["preset"], params), v["overrides"], where="params.yaml vehicle.overrides")
-    return load_run(cfg, runs_dir / v["name"], seed)
-
-
-def make_all_figures(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                     results_dir: str | Path = "results", out_dir: str | Path = "results/figures",
-                     seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
-    """Every figure; fails on the first run it needs that does not exist."""
-    params = load_params(params_file)
-    runs_dir, results_dir, out = Path(runs_dir), Path(results_dir), Path(out_dir)
-    written = training_curves(params, results_dir, out) + hyperparameter_curves(results_dir, out)
-    written += tsne(params, runs_dir, out, seed)
-    person_cfg = preset_config("F", params)
-    model, data = load_run(person_cfg, runs_dir / "F", seed)
+def make_all_figures(profile: str, presets: list[str], seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """Every figure of ``profile``'s runs into ``results/<profile>/figures`` (run from the project root): Fig. 10
+    (persons) or Fig. 11 (a vehicle profile's own runs).  Fails on the first run it needs that does not exist."""
+    folder = results.results_dir(profile)
+    out = folder / "figures"
+    written = training_curves(folder, presets, out) + hyperparameter_curves(folder, out)
+    written += tsne(profile, out, seed)
+    cfg = resolve_config(profile, "F")
+    model, data = load_run(cfg, results.run_dir(profile, "F", seed), seed)
     written += alignment(model, data, out, seed)
-    written += gradcam(model, data, out, "fig10_gradcam_person", "Fig. 10: persons", seed, gradcam_samples)
-    vmodel, vdata = vehicle_run(params, runs_dir, seed)
-    written += gradcam(vmodel, vdata, out, "fig11_gradcam_vehicle", "Fig. 11: vehicles", seed, gradcam_samples)
-    written += rank_list(model, data, person_cfg.data.image_size, out)
+    if cfg.data.dataset == "RGBNT201":
+        written += gradcam(model, data, out, "fig10_gradcam_person", "Fig. 10: persons", seed, gradcam_samples)
+    else:
+        written += gradcam(model, data, out, "fig11_gradcam_vehicle", "Fig. 11: vehicles", seed, gradcam_samples)
+    written += rank_list(model, data, cfg.data.image_size, out)
     return written
+
+
+def vehicle_figures(profile: str, vehicle_profile: str, seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """Fig. 11 from the vehicle runs of a person profile (``runs/<profile>/vehicle``)."""
+    namespace = results.vehicle_namespace(profile)
+    model, data = load_run(resolve_config(vehicle_profile, "F"), results.run_dir(namespace, "F", seed), seed)
+    return gradcam(model, data, results.results_dir(namespace) / "figures", "fig11_gradcam_vehicle",
+                   "Fig. 11: vehicles", seed, gradcam_samples)

@@ -1,119 +1,125 @@
-"""What the DVC stages and notebooks call: ``params.yaml`` in, one preset's runs and result files out.
+"""What the DVC stages and notebooks call: ``params.yaml`` in, runs and result files (:mod:`mambapro.results`) out.
 
-``params.yaml`` names the active ``profile`` (``default`` = embedded CPU benchmark, or a paper-scale dataset), the
-``seeds``, per-profile overrides (``profiles``) and every preset's overrides (``presets``, the same dictionaries as
-:data:`mambapro.config.PRESETS`, so that a DVC stage depends on its own preset's parameters only).
+``params.yaml`` names the active ``profile`` (:data:`mambapro.config.PROFILES`), the ``seeds``, which presets the
+sweep trains, evaluates and runs on the vehicle set, and ``profile_stages``: which profile-specific stages exist.
+DVC's templating cannot look a profile up by name, so ``python -m mambapro.pipeline use <profile>`` writes
+``profile`` and ``profile_stages`` together, and every stage refuses a ``params.yaml`` whose two disagree.
+
+* ``proxy_clip``: the embedded default's synthetic benchmark and proxy CLIP pre-training;
+* ``dataset``: a paper profile's real dataset and weights, validated and recorded;
+* ``vehicle``: the profile of the vehicle runs behind Fig. 11 and Table 12 (empty when the profile's own runs are
+  on a vehicle set, or when its vehicle dataset is absent: those outputs are then skipped with a message).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import argparse
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mambapro.config import Config, ConfigError, apply_overrides, build_config
+from mambapro import results
+from mambapro.config import ConfigError, profile_entry, resolve_config
+from mambapro.inputs import dataset_folder, profile_stages
 
-
+PARAMS_KEYS = ("profile", "seeds", "profile_stages", "train_presets", "evaluate_presets", "vehicle_presets")
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """``params.yaml``, checked: every key present, the profile known, ``profile_stages`` written for it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"parameters file {path} does not exist")
     with path.open() as f:
         params = yaml.safe_load(f) or {}
-    for key in ("profile", "seeds", "profiles", "presets"):
+    for key in PARAMS_KEYS:
         if key not in params:
             raise ConfigError(f"{path}: missing key {key!r}")
-    if params["profile"] not in params["profiles"]:
-        raise ConfigError(f"{path}: profile {params['profile']!r} has no entry under 'profiles' "
-                          f"(have: {', '.join(params['profiles'])})")
+    profile = params["profile"]
+    profile_entry(profile)
+    stages = params["profile_stages"] or {}
+    expected = profile_stages(profile, path.parent)
+    declared = profile_entry(profile)["pipeline"].get("vehicle")
+    if ({k: stages.get(k) for k in ("proxy_clip", "dataset")} != {k: expected[k] for k in ("proxy_clip", "dataset")}
+            or stages.get("vehicle") not in ([], [declared] if declared else [])):
+        raise ConfigError(f"{path}: profile_stages = {stages} was not written for profile {profile!r} "
+                          f"(expected {expected}); run `python -m mambapro.pipeline use {profile}`")
     return params
 
 
-def preset_config(preset: str, params: dict[str, Any]) -> Config:
-    """The configuration of ``preset`` under the active profile of ``params``."""
-    if preset not in params["presets"]:
-        raise ConfigError(f"params.yaml: unknown preset {preset!r}; valid presets: {', '.join(params['presets'])}")
-    profile = params["profile"]
-    cfg = build_config(profile, overrides=params["profiles"][profile] or {})
-    return apply_overrides(cfg, params["presets"][preset] or {}, where=f"params.yaml presets.{preset}")
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
+def use(profile: str, path: str | Path = "params.yaml") -> dict[str, list[str]]:
+    """Switch ``params.yaml`` to ``profile``: rewrite its ``profile`` and ``profile_stages`` lines (comments kept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    stages = profile_stages(profile, path.parent)
+    lines = path.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        key = line.split(":")[0].strip()
+        if line.startswith("profile:"):
+            lines[i] = f"profile: {profile}\n"
+        elif line.startswith("  ") and key in stages:
+            comment = line[line.index("#"):] if "#" in line else "\n"
+            lines[i] = f"  {key}: [{', '.join(stages[key])}]".ljust(32) + comment
+    results.write_text(path, "".join(lines))
+    load_params(path)  # the rewritten file passes the check every stage makes
+    declared = profile_entry(profile)["pipeline"].get("vehicle")
+    if declared and not stages["vehicle"]:
+        print(f"profile {profile}: its vehicle dataset ({dataset_folder(resolve_config(declared))}) is absent; "
+              "Fig. 11 and Table 12 are skipped. Add it and run this command again to include them.")
+    return stages
 
 
-def run_metrics_path(results_dir: str | Path, name: str, seed: int | str) -> Path:
-    """Where one run's metrics go: ``results/runs/<name>/seed<seed>/metrics.json``."""
-    return Path(results_dir) / name / f"seed{seed}" / "metrics.json"
+# ----------------------------------------------------------------------------------------------------------------
+# Training and evaluation
 
 
-def train_run(preset: str, seed: int, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-              results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
-              overrides: dict | None = None) -> dict[str, Any]:
-    """Train ``preset`` with one seed (resuming an interrupted run; checkpoints in ``runs/<name>/seed<seed>``) and
-    write its last- and best-epoch metrics and history to :func:`run_metrics_path`.  ``name`` (default: the preset)
-    and ``overrides`` name and configure a variant, e.g. the vehicle run of ``params.yaml``'s ``vehicle``."""
+def train_run(profile: str, preset: str, seed: int, namespace: str | None = None, root: str | Path = ".",
+              progress: bool = True) -> dict[str, Any]:
+    """Train ``preset`` under ``profile`` with one seed (resuming an interrupted run) and write its last- and
+    best-epoch metrics and history to :func:`mambapro.results.metrics_path` of ``namespace`` (default: the
+    profile; the vehicle runs use ``<person profile>/vehicle``)."""
     from mambapro.engine import train
 
-    params = load_params(params_file)
-    cfg = preset_config(preset, params)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides, where=f"overrides of run {name}")
-    name = name or preset
-    result = train(cfg, Path(runs_dir) / name / f"seed{seed}", seed, progress=progress)
-    out = {"preset": preset, "profile": params["profile"], "config": cfg.to_dict(),
-           **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")},
-           "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch"}
-    write_json(out, run_metrics_path(results_dir, name, seed))
+    namespace = namespace or profile
+    cfg = resolve_config(profile, preset)
+    with contextlib.chdir(root):
+        result = train(cfg, results.run_dir(namespace, preset, seed), seed, progress=progress)
+        out = {"preset": preset, "profile": profile, "config": cfg.to_dict(),
+               **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")},
+               "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch"}
+        results.write_json(results.metrics_path(results.results_dir(namespace), preset, seed), out)
     return out
 
 
-def train_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                 results_dir: str | Path = "results/runs", progress: bool = True, name: str | None = None,
-                 overrides: dict | None = None) -> dict[str, Any]:
-    """:func:`train_run` for every seed of ``params.yaml``; returns the mean and std over seeds."""
-    from mambapro.engine import summarize_seeds
-
-    runs = [train_run(preset, seed, params_file, runs_dir, results_dir, progress, name, overrides)
-            for seed in load_params(params_file)["seeds"]]
-    return summarize_seeds(runs)
-
-
-def train_vehicle(params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                  results_dir: str | Path = "results/runs", progress: bool = True, seed: int | None = None):
-    """The vehicle run of ``params.yaml`` (``vehicle: {name, preset, overrides}``) behind Fig. 11's Grad-CAM and
-    Table 12: one seed (:func:`train_run`'s record) or, with ``seed=None``, every seed (their mean and std)."""
-    v = load_params(params_file).get("vehicle")
-    if not v:
-        raise ConfigError(f"{params_file}: no 'vehicle' entry (name, preset, overrides)")
-    if seed is None:
-        return train_preset(v["preset"], params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
-    return train_run(v["preset"], seed, params_file, runs_dir, results_dir, progress, v["name"], v["overrides"])
-
-
-def evaluate_preset(preset: str, params_file: str | Path = "params.yaml", runs_dir: str | Path = "runs",
-                    results_dir: str | Path = "results/runs", missing=("r", "n", "t", "rn", "rt", "nt"),
-                    rerank: bool = True) -> dict[str, Any]:
+def evaluate_preset(profile: str, preset: str, seeds: list[int], root: str | Path = ".",
+                    missing=("r", "n", "t", "rn", "rt", "nt"), rerank: bool = True) -> dict[str, Any]:
     """Evaluate each seed's best checkpoint under the six missing-modality settings and with re-ranking."""
     from mambapro.engine import evaluate_checkpoint
 
-    params = load_params(params_file)
-    cfg = preset_config(preset, params)
-    per_seed = {}
-    for seed in params["seeds"]:
-        path = Path(runs_dir) / preset / f"seed{seed}" / "best.pt"
-        per_seed[seed] = evaluate_checkpoint(path, cfg, missing=tuple(missing), rerank=rerank)
-    settings = next(iter(per_seed.values())).keys()
-    mean = {s: {k: sum(r[s][k] for r in per_seed.values()) / len(per_seed) for k in per_seed[params["seeds"][0]][s]}
-            for s in settings}
-    out = {"preset": preset, "profile": params["profile"], "per_seed": per_seed, "mean": mean}
-    write_json(out, Path(results_dir) / preset / "evaluation.json")
+    cfg = resolve_config(profile, preset)
+    with contextlib.chdir(root):
+        per_seed = {seed: evaluate_checkpoint(results.run_dir(profile, preset, seed) / "best.pt", cfg,
+                                              missing=tuple(missing), rerank=rerank) for seed in seeds}
+        mean = results.mean_over_seeds(per_seed)
+        results.write_json(results.evaluation_path(results.results_dir(profile), preset),
+                           {"preset": preset, "profile": profile, "per_seed": per_seed, "mean": mean})
     return mean
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Pipeline helpers.")
+    sub = p.add_subparsers(dest="command", required=True)
+    u = sub.add_parser("use", help="switch params.yaml to a profile (rewrites profile and profile_stages)")
+    u.add_argument("profile")
+    u.add_argument("--params", default="params.yaml")
+    a = p.parse_args(argv)
+    try:
+        print(f"{a.params}: profile {a.profile}, profile_stages {use(a.profile, a.params)}")
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 
 import mambapro.backbone  # noqa: F401  (registers the tiny model configs with open_clip)
 from mambapro.data.synthetic import read_caption_set
+from mambapro.results import atomic_path, write_json
 
 
 class _CaptionDataset(torch.utils.data.Dataset):
@@ -84,11 +84,8 @@ def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny"
     report = zero_shot_report(model, tokenizer, read_caption_set(data_root, "val"), image_size)
     report.update({"arch": arch, "image_size": list(image_size), "epochs": epochs, "train_images": len(train_set),
                    "loss_history": history})
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save(model.state_dict(), tmp)
     return report
 
 
@@ -131,7 +128,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Proxy-pretrain the tiny CLIP on the synthetic captioned images.")
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--out", default="build/proxy_clip.pt")
-    p.add_argument("--report", default="results/pretrain/zeroshot.json")
+    p.add_argument("--report", default="results/default/pretrain/zeroshot.json")
     p.add_argument("--arch", default="mambapro-tiny")
     p.add_argument("--image-size", type=int, nargs=2, default=(32, 32))
     p.add_argument("--epochs", type=int, default=5)
@@ -140,11 +137,7 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     report = pretrain(a.data, a.out, a.arch, a.image_size, a.epochs, a.batch_size, a.lr, a.seed)
-    path = Path(a.report)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, path)
+    write_json(a.report, report)
     print(json.dumps({k: v for k, v in report.items() if k != "loss_history"}, indent=1))
 
 

@@ -1,13 +1,15 @@
 """Every table of the paper, rebuilt from the pipeline's results (CSV + Markdown per table, written atomically).
 
-Inputs (under ``--results``, default ``results``):
+Inputs (a profile's results folder, :mod:`mambapro.results`):
 
 * ``runs/<preset>/seed<k>/metrics.json`` (:func:`mambapro.pipeline.train_run`, one file per seed): last- and
   best-epoch metrics;
-* ``runs/F/evaluation.json`` (:func:`mambapro.pipeline.evaluate_preset`): missing modalities and re-ranking;
-* ``complexity.csv`` (``python -m mambapro.complexity``): parameters and FLOPs at paper scale, computed on the CPU.
+* ``evaluation/F.json`` (:func:`mambapro.pipeline.evaluate_preset`): missing modalities and re-ranking;
+* ``results/complexity.csv`` (``python -m mambapro.complexity``): parameters and FLOPs at paper scale, counted on
+  the CPU.
 
-Ablation tables (3, 4, 5, 6, 8, 9, 11; 12 when the profile is a vehicle dataset): mAP and Rank-1/5/10 as
+Ablation tables (3, 4, 5, 6, 8, 9, 11; 12 from a vehicle profile's own runs, or from a person profile's vehicle
+runs): mAP and Rank-1/5/10 as
 mean ± standard deviation over seeds, both at the last epoch and at the best epoch on the test set (the paper's
 protocol, official-implementation.md sec. 10 item 12), beside our complexity numbers and the paper's reported values
 (:mod:`mambapro.paper_results`).  GPU memory is shown where a GPU measured it: the optional ``peak_gpu_memory_gb``
@@ -17,7 +19,7 @@ full), a re-ranking table, a paper-vs-ours table of every complexity number, and
 curves.  A run that a table needs and that is missing stops everything before any file is written (the error names
 the preset and the path expected).
 
-``python -m mambapro.tables --results results --out results/tables`` builds all of them.
+``python -m mambapro.tables <profile>`` builds all of them into ``results/<profile>/tables``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import math
-import os
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,18 @@ from typing import Any
 
 from mambapro.config import MISSING_SETTINGS, TABLES
 from mambapro.paper_results import PaperTable, paper_table
-from mambapro.pipeline import run_metrics_path
+from mambapro.results import (
+    MissingResultError,
+    ResultFormatError,
+    evaluation_path,
+    load_metrics,
+    metrics_path,
+    read_json,
+    results_dir,
+    seed_metrics_files,
+    vehicle_namespace,
+    write_text,
+)
 
 METRICS = ("mAP", "R1", "R5", "R10")
 METRIC_NAMES = {"mAP": "mAP", "R1": "R-1", "R5": "R-5", "R10": "R-10", "mINP": "mINP"}
@@ -51,66 +61,6 @@ NOT_COMPUTED = "not in complexity.csv"
 MODALITY_NAMES = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
 QUANTITIES = {"params": "params_M", "params_M": "params_M", "flops": "flops_G", "flops_G": "flops_G"}
 COMPLEXITY_COLUMNS = ("table", "row", "quantity", "ours", "paper")
-
-
-class MissingResultError(FileNotFoundError):
-    """A result file that a table needs does not exist."""
-
-
-class ResultFormatError(ValueError):
-    """A result file without a key or column that a table needs."""
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Reading results
-
-
-def metrics_path(results: str | Path, preset: str, seed: int | str = "*") -> Path:
-    """One run's metrics, ``runs/<preset>/seed<seed>/metrics.json`` (``seed="*"``: the glob over seeds)."""
-    return run_metrics_path(Path(results) / "runs", preset, seed)
-
-
-def evaluation_path(results: str | Path, preset: str) -> Path:
-    return Path(results) / "runs" / preset / "evaluation.json"
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise MissingResultError(f"{what}: expected {path}, which does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ResultFormatError(f"{path} is not valid JSON ({e})") from e
-
-
-def seed_metrics_files(results: str | Path, preset: str) -> list[Path]:
-    """The existing ``runs/<preset>/seed<k>/metrics.json`` files, in seed order."""
-    found = ((int(m[1]), p) for p in (Path(results) / "runs" / preset).glob("seed*/metrics.json")
-             if (m := re.fullmatch(r"seed(\d+)", p.parent.name)))
-    return [p for _, p in sorted(found)]
-
-
-def load_metrics(results: str | Path, preset: str) -> dict[str, Any]:
-    """Every seed's ``runs/<preset>/seed<k>/metrics.json`` as one record: ``runs`` (per seed, in seed order) and
-    their ``summary`` (mean and std, :func:`mambapro.engine.summarize_seeds`); no run at all names the preset and
-    the path expected."""
-    from mambapro.engine import summarize_seeds
-
-    pattern = metrics_path(results, preset)
-    paths = seed_metrics_files(results, preset)
-    if not paths:
-        raise MissingResultError(f"preset {preset!r} has no training results (`dvc repro train@{preset}-<seed>`): "
-                                 f"expected {pattern}, which matches no file")
-    runs = []
-    for path in paths:
-        run = _read_json(path, f"preset {preset!r}")
-        for key in ("seed", "last", "best", "history"):
-            if key not in run:
-                raise ResultFormatError(f"{path}: missing key {key!r}")
-        runs.append(run)
-    first = runs[0]
-    return {"preset": preset, "profile": first.get("profile"), "config": first.get("config", {}),
-            "summary": summarize_seeds(runs), "runs": runs, "_path": str(pattern)}
 
 
 def stat(metrics: dict[str, Any], which: str, metric: str) -> tuple[float, float]:
@@ -171,7 +121,7 @@ def load_complexity(path: str | Path) -> dict[tuple[str, str, str], dict[str, An
 
 def load_evaluation(results: str | Path, preset: str = OURS_PRESET) -> dict[str, Any]:
     path = evaluation_path(results, preset)
-    data = _read_json(path, f"preset {preset!r} has no missing-modality / re-ranking evaluation "
+    data = read_json(path, f"preset {preset!r} has no missing-modality / re-ranking evaluation "
                             f"(run `dvc repro evaluate@{preset}`)")
     if "per_seed" not in data and "mean" not in data:
         raise ResultFormatError(f"{path}: needs key 'per_seed' or 'mean'")
@@ -544,45 +494,46 @@ def build_tables(results: str | Path, profile: str | None = None,
     return tables
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_tables(tables: Iterable[Table], out: str | Path) -> list[Path]:
     written = []
     for t in tables:
-        written.append(atomic_write_text(Path(out) / f"{t.name}.csv", t.to_csv()))
-        written.append(atomic_write_text(Path(out) / f"{t.name}.md", t.to_markdown()))
+        written.append(write_text(Path(out) / f"{t.name}.csv", t.to_csv()))
+        written.append(write_text(Path(out) / f"{t.name}.md", t.to_markdown()))
     return written
 
 
-def build_all_tables(results: str | Path = "results", out: str | Path = "results/tables", profile: str | None = None,
+def build_all_tables(results: str | Path, out: str | Path, profile: str | None = None,
                      complexity_file: str | Path | None = None) -> list[Path]:
-    """Build every table from ``results`` and write ``<name>.csv`` and ``<name>.md`` under ``out``; returns the
-    paths.  Nothing is written if any input is missing."""
+    """Build every table from a results folder and write ``<name>.csv`` and ``<name>.md`` under ``out``; returns
+    the paths.  Nothing is written if any input is missing."""
     return write_tables(build_tables(results, profile, complexity_file), out)
+
+
+def build_profile_tables(profile: str, root: str | Path = ".") -> list[Path]:
+    """The tables of ``profile``'s runs, ``results/<profile>/tables/`` (complexity: ``results/complexity.csv``)."""
+    folder = results_dir(profile, root)
+    return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv")
+
+
+def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = ".") -> list[Path]:
+    """Table 12 from the vehicle runs of person profile ``profile`` (trained under ``vehicle_profile``), into
+    ``results/<profile>/vehicle/tables/``."""
+    folder = results_dir(vehicle_namespace(profile), root)
+    complexity = load_complexity(Path(root) / "results" / "complexity.csv")
+    presets = [p for _, p in TABLES["table12"]]
+    missing = [f"preset {p!r}: expected {metrics_path(folder, p)}" for p in presets
+               if not seed_metrics_files(folder, p)]
+    if missing:
+        raise MissingResultError("cannot build Table 12, vehicle runs missing:\n  " + "\n  ".join(missing))
+    return write_tables([ablation_table("table12", folder, complexity, vehicle_profile)], folder / "tables")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results", default="results", help="folder holding runs/<preset>/ and complexity.csv")
-    parser.add_argument("--out", default="results/tables", help="output folder")
-    parser.add_argument("--profile", default=None, help="expected profile of the runs (default: that of run F)")
-    parser.add_argument("--complexity", default=None, help="complexity.csv (default: <results>/complexity.csv)")
+    parser.add_argument("profile", help="the profile whose runs (results/<profile>/runs) the tables summarise")
     args = parser.parse_args(argv)
-    written = build_all_tables(args.results, args.out, args.profile, args.complexity)
-    print(f"wrote {len(written)} files to {args.out}")
+    written = build_profile_tables(args.profile)
+    print(f"wrote {len(written)} files to {results_dir(args.profile) / 'tables'}")
 
 
 if __name__ == "__main__":

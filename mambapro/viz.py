@@ -10,7 +10,6 @@ Fig. 1(b) is drawn by ``benchmarks/aggregation_cost.py``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from matplotlib.lines import Line2D
 from torch import nn
 
 from mambapro.config import MODALITIES
+from mambapro.results import atomic_path
 
 DISPLAY = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
 PAIRS = (("RGB", "NI"), ("RGB", "TI"), ("NI", "TI"))
@@ -51,13 +51,8 @@ def save_figure(fig: Figure, out: str | Path, dpi: int = 150) -> list[Path]:
     written = []
     for ext in ("png", "pdf"):
         path = stem.parent / f"{stem.name}.{ext}"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         written.append(path)
     return written
 
@@ -179,75 +174,182 @@ def pair_name(a: str, b: str) -> str:
     return f"{DISPLAY[a]}–{DISPLAY[b]}"
 
 
-def cross_modal_similarity(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Cosine similarity of the SAME sample's tokens in two modalities, position by position
-    (``F.cosine_similarity(src, tgt, dim=-1)``, as the official ``visualize_similarity``), for each pair
-    RGB–NIR, RGB–TIR, NIR–TIR; tokens [B, N, D] per modality (order RGB, NI, TI); returns [B·N] per pair."""
+def _modality_tokens(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], who: str
+                     ) -> dict[str, torch.Tensor]:
+    """{modality: [B, N, D] float} from a mapping or a sequence in the order RGB, NI, TI; all the same shape."""
     if not isinstance(tokens, Mapping):
         tokens = dict(zip(MODALITIES, tokens))
     for m in MODALITIES:
         if m not in tokens:
-            raise ValueError(f"cross_modal_similarity: no tokens for modality {m}")
+            raise ValueError(f"{who}: no tokens for modality {m}")
     shape = tuple(tokens["RGB"].shape)
     for m in MODALITIES:
         if tuple(tokens[m].shape) != shape or len(shape) != 3:
-            raise ValueError(f"cross_modal_similarity: tokens must all be [B, N, D]; {m} is "
-                             f"{tuple(tokens[m].shape)}, RGB is {shape}")
-    return {pair_name(a, b): F.cosine_similarity(tokens[a].float(), tokens[b].float(), dim=-1).flatten()
-            .detach().cpu().numpy() for a, b in PAIRS}
+            raise ValueError(f"{who}: tokens must all be [B, N, D]; {m} is {tuple(tokens[m].shape)}, RGB is {shape}")
+    return {m: tokens[m].detach().float() for m in MODALITIES}
+
+
+def cross_modal_similarity(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Cosine similarity of the SAME sample's tokens in two modalities, position by position
+    (``F.cosine_similarity(src, tgt, dim=-1)``, as the official ``visualize_similarity``), for each pair
+    RGB–NIR, RGB–TIR, NIR–TIR; tokens [B, N, D] per modality (order RGB, NI, TI); returns [B·N] per pair."""
+    tokens = _modality_tokens(tokens, "cross_modal_similarity")
+    return {pair_name(a, b): F.cosine_similarity(tokens[a], tokens[b], dim=-1).flatten().cpu().numpy()
+            for a, b in PAIRS}
+
+
+def _mean_token(x: torch.Tensor, by_position: bool) -> torch.Tensor:
+    return x.mean((0, 1)) if by_position else x.mean((0, 1, 2))
+
+
+def shared_token(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], by_position: bool = False
+                 ) -> torch.Tensor:
+    """The component every token shares (Fig. 6): the mean token over samples, positions and modalities [D], or,
+    with ``by_position``, one mean per position over samples and modalities [N, D]."""
+    return _mean_token(torch.stack(list(_modality_tokens(tokens, "shared_token").values())), by_position)
+
+
+def shared_share(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor], by_position: bool = False) -> float:
+    """Share of the tokens' total squared norm explained by :func:`shared_token` μ: Σ|μ|² / Σ|x|² over all tokens
+    (= 1 − Σ|x − μ|² / Σ|x|², as μ is their mean)."""
+    x = torch.stack(list(_modality_tokens(tokens, "shared_share").values())).double()  # [M, B, N, D]
+    mu = _mean_token(x, by_position)
+    return float((torch.broadcast_to(mu, x.shape) ** 2).sum() / (x ** 2).sum().clamp_min(1e-300))
+
+
+def centred_cross_modal_similarity(tokens: Sequence[torch.Tensor] | Mapping[str, torch.Tensor],
+                                   by_position: bool = False) -> dict[str, np.ndarray]:
+    """Fig. 6, centred (ours, not the paper's): :func:`cross_modal_similarity` of x − μ, μ = :func:`shared_token`
+    of the tokens passed (the test batch).  The paper's cosine is dominated by μ (share ≈ 1 on model F, see
+    :func:`alignment_shared_component`): two tokens that only share μ score ≈ 1.  Removing the GLOBAL mean takes out
+    only what every sample, position and modality has in common; a modality's own offset (a modality gap) is kept,
+    so misalignment between modalities still counts.  ``by_position`` also removes the mean of each position."""
+    tokens = _modality_tokens(tokens, "centred_cross_modal_similarity")
+    mu = shared_token(tokens, by_position)
+    return cross_modal_similarity({m: t - mu for m, t in tokens.items()})
+
+
+def _alignment_tokens(model: nn.Module, images: Mapping[str, torch.Tensor], cams: torch.Tensor
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(backbone CLS [B, D], patch tokens before MA [B, N, D], f_ir^M after MA [B, N, D]) per modality, eval mode."""
+    agg = _aggregator(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            tokens = model(dict(images), cams).tokens
+            seq = [tokens[m] for m in MODALITIES]
+            after = dict(zip(MODALITIES, agg.forward_tokens(seq)))
+    finally:
+        model.train(was_training)
+    return {m: t[:, 0] for m, t in zip(MODALITIES, seq)}, {m: t[:, 1:] for m, t in zip(MODALITIES, seq)}, after
 
 
 @torch.no_grad()
 def alignment_similarities(model: nn.Module, images: Mapping[str, torch.Tensor], cams: torch.Tensor
                            ) -> dict[str, dict[str, np.ndarray]]:
     """Fig. 6 data: for each modality pair, {"before": similarities of the backbone patch tokens (pre-MA),
-    "after": similarities of the aggregator's ``forward_tokens`` output f_ir^M (post-MA)}."""
-    agg = _aggregator(model)
-    was_training = model.training
-    model.eval()
-    try:
-        tokens = model(dict(images), cams).tokens
-        seq = [tokens[m] for m in MODALITIES]
-        before = cross_modal_similarity([t[:, 1:] for t in seq])
-        after = cross_modal_similarity(list(agg.forward_tokens(seq)))
-    finally:
-        model.train(was_training)
-    return {pair: {"before": before[pair], "after": after[pair]} for pair in before}
+    "after": similarities of the aggregator's ``forward_tokens`` output f_ir^M (post-MA)} (the paper's measure), and
+    "before_centred" / "after_centred" (:func:`centred_cross_modal_similarity`, each stage's own batch mean)."""
+    _, before, after = _alignment_tokens(model, images, cams)
+    raw = {"before": cross_modal_similarity(before), "after": cross_modal_similarity(after),
+           "before_centred": centred_cross_modal_similarity(before),
+           "after_centred": centred_cross_modal_similarity(after)}
+    return {pair: {key: sims[pair] for key, sims in raw.items()} for pair in raw["before"]}
+
+
+@torch.no_grad()
+def offset_candidates(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Token-space vectors that could be the shared component of Fig. 6 (backbone.py's ``head``): the final norm's
+    bias as it reaches every token (CLIP ``ln_post.bias @ proj``; timm ``norm.bias``) and the patches' mean
+    positional embedding through the head (``head(mean_n pos_n)``, a token carrying only that mean; a heuristic, the
+    blocks are skipped).  Empty for a model without the project's backbone."""
+    backbone = getattr(model, "backbone", None)
+    tower = getattr(backbone, "tower", None)
+    if tower is None or not hasattr(backbone, "head"):
+        return {}
+    if backbone.kind == "clip":
+        out = {"ln_post_bias_proj": tower.ln_post.bias @ tower.proj}
+        pos = tower.positional_embedding
+    else:
+        out = {"norm_bias": tower.norm.bias} if getattr(tower.norm, "bias", None) is not None else {}
+        pos = tower.pos_embed[0]
+    out["pos_mean_head"] = backbone.head(pos[1:].mean(0, keepdim=True))[0]
+    return {k: v.detach().float().cpu() for k, v in out.items()}
+
+
+def alignment_shared_component(model: nn.Module, images: Mapping[str, torch.Tensor], cams: torch.Tensor
+                               ) -> dict[str, float]:
+    """What dominates Fig. 6's cosines, for the tokens before and after MA (prefix ``before_`` / ``after_``):
+    ``share_mean_token`` (:func:`shared_share`), ``share_position_means`` (with one mean per position),
+    ``mean_token_norm`` |μ|, ``token_rms`` √mean|x|², and for each candidate source c (:func:`offset_candidates`,
+    ``cls_mean`` the mean backbone CLS, and for ``after_`` also ``before_mean_token``) ``cos_<c>`` = cos(μ, c) and
+    ``norm_ratio_<c>`` = |c| / |μ|."""
+    cls, before, after = _alignment_tokens(model, images, cams)
+    candidates = {**offset_candidates(model), "cls_mean": torch.stack(list(cls.values())).float().mean((0, 1))}
+    out: dict[str, float] = {}
+    for stage, toks in (("before", before), ("after", after)):
+        mu = shared_token(toks).cpu()
+        x = torch.stack(list(toks.values())).float()
+        out[f"{stage}_share_mean_token"] = shared_share(toks)
+        out[f"{stage}_share_position_means"] = shared_share(toks, by_position=True)
+        out[f"{stage}_mean_token_norm"] = float(mu.norm())
+        out[f"{stage}_token_rms"] = float((x ** 2).sum(-1).mean().sqrt())
+        for name, c in candidates.items():
+            c = c.to(mu)
+            out[f"{stage}_cos_{name}"] = float(F.cosine_similarity(mu, c, dim=0))
+            out[f"{stage}_norm_ratio_{name}"] = float(c.norm() / mu.norm().clamp_min(1e-12))
+        candidates = {**candidates, "before_mean_token": mu}
+    return out
 
 
 def alignment_figure(similarities: Mapping[str, Mapping[str, np.ndarray]], out: str | Path) -> list[Path]:
     """Fig. 6: seaborn KDE of the cross-modal cosine similarities, one panel per pair, "Before MA" drawn from the
     pre-MA data and "After MA" from the post-MA data.  The authors' code (official-implementation.md sec. 8,
     ``metrics.py:381-392``) swaps the two labels; this one does not, and layers the densities instead of stacking
-    them (``multiple="stack"`` would add the two curves)."""
-    import seaborn as sns
-
+    them (``multiple="stack"`` would add the two curves).  When the data has ``before_centred`` / ``after_centred``
+    (:func:`alignment_similarities`), a second row, titled as such, draws the centred measure."""
     pairs = list(similarities)
-    fig = Figure(figsize=(4.2 * len(pairs), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
-    styles = ((BEFORE, "before", "tab:blue"), (AFTER, "after", "tab:green"))
-    for ax, pair in zip(axes, pairs):
-        for label, key, color in styles:
-            data = np.asarray(similarities[pair][key], dtype=np.float64).ravel()
-            if data.size == 0:
-                raise ValueError(f"alignment_figure: no {key} similarities for {pair}")
-            if np.ptp(data) < 1e-9:  # a KDE of a constant is undefined: mark the value
-                ax.axvline(float(data[0]), color=color, label=label, linewidth=2)
-                continue
-            drawn = len(ax.lines)
-            sns.kdeplot(x=data, ax=ax, color=color, label=label, linewidth=2, fill=False, warn_singular=False)
-            if len(ax.lines) == drawn:  # seaborn declined (e.g. too few distinct values): a density histogram
-                ax.hist(data, bins=30, density=True, histtype="step", color=color, label=label, linewidth=2)
-                continue
-            x, y = ax.lines[-1].get_data()
-            ax.fill_between(x, y, color=color, alpha=0.2, linewidth=0)
-        ax.set_title(f"{pair.replace('–', ' vs ')}", fontsize=FONT + 1)
-        ax.set_xlabel("Cosine similarity", fontsize=FONT)
-        ax.set_ylabel("Density", fontsize=FONT)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=FONT - 1)
+    rows = [("", "before", "after", "Paper's measure: cosine similarity of the raw tokens",
+             "Cosine similarity")]
+    if all("before_centred" in similarities[p] and "after_centred" in similarities[p] for p in pairs):
+        rows.append((", centred", "before_centred", "after_centred",
+                     "Centred (not in the paper): cosine similarity after subtracting the batch's mean token "
+                     "(shared by every sample, position and modality)", "Cosine similarity of centred tokens"))
+    fig = Figure(figsize=(4.2 * len(pairs), 3.7 * len(rows)), layout="constrained")
+    subfigs = fig.subfigures(len(rows), 1, squeeze=False)[:, 0]
+    for subfig, (suffix, before, after, heading, xlabel) in zip(subfigs, rows):
+        axes = subfig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, pair in zip(axes, pairs):
+            for label, key, color in ((BEFORE, before, "tab:blue"), (AFTER, after, "tab:green")):
+                _density(ax, np.asarray(similarities[pair][key], dtype=np.float64).ravel(), label, color,
+                         f"{key} similarities for {pair}")
+            ax.set_title(f"{pair.replace('–', ' vs ')}{suffix}", fontsize=FONT + 1)
+            ax.set_xlabel(xlabel, fontsize=FONT)
+            ax.set_ylabel("Density", fontsize=FONT)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=FONT - 1)
+        subfig.suptitle(heading, fontsize=FONT)
     fig.suptitle("Cross-modal similarity of the same sample's patch tokens, position by position", fontsize=FONT + 1)
     return save_figure(fig, out)
+
+
+def _density(ax, data: np.ndarray, label: str, color, what: str) -> None:
+    """One filled seaborn KDE on ``ax``; a vertical line for a constant, a step histogram where seaborn declines."""
+    import seaborn as sns
+
+    if data.size == 0:
+        raise ValueError(f"alignment_figure: no {what}")
+    if np.ptp(data) < 1e-9:  # a KDE of a constant is undefined: mark the value
+        ax.axvline(float(data[0]), color=color, label=label, linewidth=2)
+        return
+    drawn = len(ax.lines)
+    sns.kdeplot(x=data, ax=ax, color=color, label=label, linewidth=2, fill=False, warn_singular=False)
+    if len(ax.lines) == drawn:  # seaborn declined (e.g. too few distinct values): a density histogram
+        ax.hist(data, bins=30, density=True, histtype="step", color=color, label=label, linewidth=2)
+        return
+    x, y = ax.lines[-1].get_data()
+    ax.fill_between(x, y, color=color, alpha=0.2, linewidth=0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -312,28 +414,50 @@ def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
+def centre_activations(activations: np.ndarray | torch.Tensor) -> np.ndarray:
+    """[B, C, h, w] minus each channel's mean over the positions (per sample): what :func:`gradcam_maps` weights."""
+    if isinstance(activations, torch.Tensor):
+        activations = activations.detach().float().cpu().numpy()
+    return activations - activations.mean(axis=(2, 3), keepdims=True)
+
+
 def _grid_gradcam_class():
     from pytorch_grad_cam import GradCAM
 
     class GridGradCAM(GradCAM):
-        """GradCAM whose maps stay on the patch grid (the library would resize them to the input size)."""
+        """GradCAM whose maps stay on the patch grid (the library would resize them to the input size) and, with
+        ``centred``, weight the centred activations (:func:`centre_activations`; :func:`gradcam_maps` says why)."""
 
-        def __init__(self, model, target_layers, grid):
+        def __init__(self, model, target_layers, grid, centred=True):
             super().__init__(model, target_layers, reshape_transform=lambda t: tokens_to_grid(t, grid))
-            self.grid = tuple(grid)
+            self.grid, self.centred = tuple(grid), centred
 
         def get_target_width_height(self, input_tensor):
             return self.grid[1], self.grid[0]
+
+        def get_cam_image(self, input_tensor, target_layer, targets, activations, grads, eigen_smooth=False):
+            if self.centred:  # the weights (mean gradients) do not depend on the activations
+                activations = centre_activations(activations)
+            return super().get_cam_image(input_tensor, target_layer, targets, activations, grads, eigen_smooth)
 
     return GridGradCAM
 
 
 def gradcam_maps(model: nn.Module, images: Mapping[str, torch.Tensor], cams: torch.Tensor,
-                 references: torch.Tensor | None = None) -> dict[str, np.ndarray]:
-    """Grad-CAM (``pytorch_grad_cam.GradCAM``) of each modality's post-MA patch tokens f_ir^M, on the patch grid
-    ``model.grid`` (16×8 persons, 8×16 vehicles): {modality: [B, h, w] in [0, 1]}.  Target per sample:
+                 references: torch.Tensor | None = None, centred: bool = True) -> dict[str, np.ndarray]:
+    """Grad-CAM (``pytorch_grad_cam.GradCAM``) of each modality's post-MA patch tokens f_ir^M (Figs. 10, 11), on the
+    patch grid ``model.grid`` (16×8 persons, 8×16 vehicles): {modality: [B, h, w] in [0, 1]}.  Target per sample:
     :class:`FeatureSimilarityTarget` to ``references`` [B, 3D] (cosine), or, when None, to the sample's own
-    detached retrieval feature (projection, see the class).  The model's mode and gradients are restored."""
+    detached retrieval feature (projection, see the class).  The model's mode and gradients are restored.
+
+    ``centred`` (default; ``False`` is the library's Grad-CAM): the activations A_c(x) are centred per channel over
+    the positions before the weighting, cam(x) = ReLU(Σ_c w_c (A_c(x) − Ā_c)), i.e. the classic map minus its
+    spatial mean.  Eq. 18 mean-pools f_ir^M, so every position gets the same gradient and Σ_c w_c A_c(x) is token
+    x's first-order contribution to the target; the part Σ_c w_c Ā_c is the same at every position (the component
+    every token shares, cf. :func:`alignment_shared_component`) and carries no spatial information.  On model F it
+    is negative and larger than the spatial variation for RGB and NIR, so the classic ReLU erased those maps.  The
+    centred map ranks the positions exactly as the classic one; only the ReLU's threshold moves from 0 to the
+    spatial mean: it shows where a token pushes the target more than the average token."""
     grid = tuple(getattr(model, "grid", None) or _aggregator(model).grid)
     stacked = torch.stack([images[m] for m in MODALITIES], dim=1)
     wrapper = PostMAFeature(model, cams)
@@ -353,7 +477,7 @@ def gradcam_maps(model: nn.Module, images: Mapping[str, torch.Tensor], cams: tor
             targets = [FeatureSimilarityTarget(r, "cosine") for r in references]
         with torch.enable_grad():
             for m in MODALITIES:
-                cam = grid_cam(wrapper, [wrapper.taps[m]], grid)
+                cam = grid_cam(wrapper, [wrapper.taps[m]], grid, centred)
                 try:
                     maps[m] = cam(input_tensor=stacked, targets=targets)
                 finally:
@@ -362,6 +486,18 @@ def gradcam_maps(model: nn.Module, images: Mapping[str, torch.Tensor], cams: tor
         wrapper.zero_grad(set_to_none=True)
         model.train(was_training)
     return maps
+
+
+def is_constant_map(cam: np.ndarray, rtol: float = 1e-3) -> bool:
+    """A map with no spatial structure (Figs. 10, 11): its range is at most ``rtol`` × its largest magnitude (an
+    all-zero map, what the library returns when the ReLU erased everything, counts)."""
+    cam = np.asarray(cam, dtype=np.float64)
+    return bool(np.ptp(cam) <= rtol * np.abs(cam).max())
+
+
+def nonconstant_share(maps: Mapping[str, np.ndarray], rtol: float = 1e-3) -> dict[str, float]:
+    """{modality: share of the samples whose :func:`gradcam_maps` map is not constant (:func:`is_constant_map`)}."""
+    return {m: float(np.mean([not is_constant_map(c, rtol) for c in maps[m]])) for m in maps}
 
 
 def denormalize(image: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> np.ndarray:
@@ -383,7 +519,8 @@ def gradcam_figure(images: Mapping[str, torch.Tensor], maps: Mapping[str, np.nda
                    row_labels: Sequence[str] | None = None, title: str | None = None, mean: float = 0.5,
                    std: float = 0.5) -> list[Path]:
     """Figs. 10 / 11: rows = samples; columns = RGB, NIR, TIR, each as the input image then its Grad-CAM overlay.
-    Cell aspect follows the images (tall persons, wide vehicles)."""
+    Cell aspect follows the images (tall persons, wide vehicles); a constant map (:func:`is_constant_map`) is
+    labelled "constant" on its overlay."""
     b, _, h, w = images["RGB"].shape
     for m in MODALITIES:
         if len(maps[m]) != b:
@@ -397,6 +534,10 @@ def gradcam_figure(images: Mapping[str, torch.Tensor], maps: Mapping[str, np.nda
             ax_img, ax_cam = axes[i, 2 * j], axes[i, 2 * j + 1]
             ax_img.imshow(denormalize(images[m][i], mean, std))
             ax_cam.imshow(overlay(images[m][i], maps[m][i], mean, std))
+            if is_constant_map(maps[m][i]):  # a uniform overlay would look like an answer
+                ax_cam.text(0.5, 0.5, "constant", transform=ax_cam.transAxes, ha="center", va="center",
+                            fontsize=FONT, fontweight="bold", color="white", rotation=90 if h > w else 0,
+                            bbox={"facecolor": "black", "alpha": 0.7, "linewidth": 0})
             if i == 0:
                 ax_img.set_title(DISPLAY[m], fontsize=FONT)
                 ax_cam.set_title(f"{DISPLAY[m]} Grad-CAM", fontsize=FONT)
@@ -405,8 +546,8 @@ def gradcam_figure(images: Mapping[str, torch.Tensor], maps: Mapping[str, np.nda
             ax.set_yticks([])
         if row_labels is not None:
             axes[i, 0].set_ylabel(row_labels[i], fontsize=FONT)
-    fig.suptitle(title or "Grad-CAM of the post-MA tokens $f_{ir}^M$ (target: similarity to the retrieval feature)",
-                 fontsize=FONT)
+    fig.suptitle(title or "Centred Grad-CAM of the post-MA tokens $f_{ir}^M$ (target: similarity to the retrieval "
+                 "feature)", fontsize=FONT)
     return save_figure(fig, out)
 
 

@@ -20,11 +20,11 @@ from mambapro.backbone import (
     resolve_clip_checkpoint,
 )
 from mambapro.complexity import paper_config
-from mambapro.config import build_config
+from mambapro.config import resolve_config
 
 
 def tiny_cfg(**sections):
-    return build_config("default", overrides=sections)
+    return resolve_config("bare", overrides=sections)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from mambapro.complexity import (
     model_params,
     paper_config,
 )
-from mambapro.config import build_config
+from mambapro.config import resolve_config
 from mambapro.model import build_model
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # fvcore's import, torch 2.14
@@ -84,7 +84,7 @@ def test_table4_flops_are_the_extra_cost_of_one_layer(model_paper_tower):
 def test_attention_is_counted_on_both_multihead_paths():
     # nn.MultiheadAttention traces to scaled_dot_product_attention when training or when a weight needs grad, and
     # to the fused _native_multi_head_attention in frozen eval: both handles give the same count
-    cfg = build_config("default", "A", {"data": {"image_size": [32, 16]}})
+    cfg = resolve_config("bare", "A", {"data": {"image_size": [32, 16]}})
     backbone = Backbone(cfg, 1)
     block = backbone.tower.transformer.resblocks[0]
     x = torch.zeros(1, 9, 48)  # the tiny tower's width

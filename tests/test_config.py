@@ -2,11 +2,11 @@
 
 import pytest
 
-from mambapro.config import PRESETS, PROFILES, TABLES, Config, ConfigError, apply_overrides, build_config
+from mambapro.config import PRESETS, PROFILES, TABLES, Config, ConfigError, apply_overrides, resolve_config
 
 
 def test_defaults_follow_official_code():
-    cfg = build_config("rgbnt201", "F")
+    cfg = resolve_config("rgbnt201", "F")
     assert cfg.adapter.kind == "pfa" and cfg.adapter.activation == "quickgelu"  # sec. 1.3
     assert cfg.prompt.kind == "srp_fusion" and cfg.prompt.length == 4 and cfg.prompt.init == "zeros"  # sec. 1.4
     assert cfg.aggregation.kind == "ma" and cfg.aggregation.num_blocks == 2 and cfg.aggregation.d_state == 16
@@ -15,7 +15,7 @@ def test_defaults_follow_official_code():
     assert (cfg.train.base_lr, cfg.train.backbone_lr, cfg.train.bias_lr_factor) == (3.5e-4, 5e-6, 2.0)  # sec. 4
     assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.data.batch_size, cfg.data.num_instances) == (60, 10, 64, 4)
     assert cfg.data.image_size == (256, 128)
-    vehicles = build_config("rgbnt100")
+    vehicles = resolve_config("rgbnt100")
     assert (vehicles.train.epochs, vehicles.data.batch_size, vehicles.data.num_instances) == (30, 128, 16)
     assert vehicles.data.image_size == (128, 256) and vehicles.loss.direct is False  # DIRECT=0, sec. 1.6
 
@@ -26,13 +26,13 @@ def test_every_table_row_names_a_preset_and_every_preset_builds():
             assert preset in PRESETS, (table, label, preset)
     for name in PRESETS:
         for profile in PROFILES:
-            build_config(profile, name)
+            resolve_config(profile, name)
 
 
 def test_rows_A_to_G_switch_the_paper_components():
     flags = {}
     for row in "ABCDEFG":
-        c = build_config(preset=row)
+        c = resolve_config(preset=row)
         on = [k != "none" for k in (c.adapter.kind, c.prompt.kind, c.aggregation.kind)]
         flags[row] = (c.backbone.frozen, *on)
     # Table 3: (CLIP(L), PFA, SRP, MA)
@@ -45,9 +45,9 @@ def test_rows_A_to_G_switch_the_paper_components():
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ConfigError, match="valid presets: A, B"):
-        build_config(preset="H")
+        resolve_config(preset="H")
     with pytest.raises(ConfigError, match="valid profiles: default"):
-        build_config("imagenet")
+        resolve_config("imagenet")
     with pytest.raises(ConfigError, match=r"unknown key adapter\.rnak; valid keys: kind"):
         apply_overrides(Config(), {"adapter": {"rnak": 4}})
     with pytest.raises(ConfigError, match="unknown section 'optim'"):

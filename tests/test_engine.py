@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from mambapro.config import build_config
-from mambapro.engine import make_scheduler, summarize_seeds
+from mambapro.config import resolve_config
+from mambapro.engine import make_scheduler
+from mambapro.results import summarize_seeds
 
 
 def _lrs(cfg, base=None):
@@ -21,7 +22,7 @@ def _lrs(cfg, base=None):
 
 
 def test_schedule_matches_the_official_values():
-    lrs = _lrs(build_config("rgbnt201", "F"))  # E = 60, W = 10, base 3.5e-4 (official sec. 4)
+    lrs = _lrs(resolve_config("rgbnt201", "F"))  # E = 60, W = 10, base 3.5e-4 (official sec. 4)
     for epoch, expected in {1: 3.815e-5, 9: 3.153e-4, 10: 3.266e-4, 30: 1.752e-4, 60: 3.5e-7}.items():
         assert lrs[epoch] == pytest.approx(expected, rel=1e-3), epoch
     # the log's "Base Lr: 3.81e-05" at epoch 1; warm-up is not prefixed: the cosine clock starts at 0
@@ -29,7 +30,7 @@ def test_schedule_matches_the_official_values():
 
 
 def test_backbone_group_warms_from_the_shared_floor():
-    lrs = _lrs(build_config("rgbnt201", "G"), base=5e-6)
+    lrs = _lrs(resolve_config("rgbnt201", "G"), base=5e-6)
     assert lrs[1] == pytest.approx(3.5e-6 + (5e-6 - 3.5e-6) / 10)
     assert lrs[60] == pytest.approx(3.5e-7)
 
@@ -70,7 +71,7 @@ def tiny_cfg(root, preset="E", **sections):
             "train": {"epochs": 3, "warmup_epochs": 1, "eval_every": 1}}
     for k, v in sections.items():
         over.setdefault(k, {}).update(v)
-    return build_config("default", preset, over)
+    return resolve_config("bare", preset, over)
 
 
 def _metrics(result):
@@ -101,7 +102,7 @@ def test_a_process_killed_with_sigkill_resumes_to_the_same_metrics(tiny_root, tm
     over = {"data.root": str(tiny_root), "data.image_size": [32, 16], "data.batch_size": 8,
             "data.num_instances": 4, "data.test_batch_size": 16, "train.epochs": 4, "train.warmup_epochs": 1,
             "train.eval_every": 1}
-    cfg = build_config("default", "E", over)
+    cfg = resolve_config("bare", "E", over)
     full = train(cfg, tmp_path / "full", seed=3, progress=False)
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mambapro.engine", "--preset", "E", "--seed", "3", "--out", str(run), "--set",
@@ -186,7 +187,7 @@ def test_optimizer_merges_tensors_with_the_official_settings():
     from mambapro.engine import make_optimizer
     from mambapro.model import build_model, param_groups
 
-    cfg = build_config("default", "G")  # CLIP(F) + all: backbone, weight and bias settings
+    cfg = resolve_config("bare", "G")  # CLIP(F) + all: backbone, weight and bias settings
     model = build_model(cfg, num_classes=10, num_cameras=3)
     official = {id(g["params"][0]): (g["lr"], g["weight_decay"]) for g in param_groups(model, cfg.train)}
     opt = make_optimizer(model, cfg)

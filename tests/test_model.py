@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mambapro.complexity import paper_config
-from mambapro.config import MODALITIES, PRESETS, TrainConfig, build_config
+from mambapro.config import MODALITIES, PRESETS, TrainConfig, resolve_config
 from mambapro.losses import ReIDLoss
 from mambapro.model import build_model, param_groups
 
@@ -51,7 +51,7 @@ def expected_trainable(cfg, model) -> set[str]:
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_one_step_changes_exactly_what_the_preset_trains(preset):
-    cfg = build_config("default", preset, SMALL)
+    cfg = resolve_config("bare", preset, SMALL)
     if cfg.aggregation.kind != "none":
         pytest.importorskip("mambapro.aggregation")
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def test_one_step_changes_exactly_what_the_preset_trains(preset):
 def test_direct_modes_pairs_and_retrieval_feature():
     torch.manual_seed(0)
     images, cams, _ = batch()
-    model = build_model(build_config("default", "E", SMALL), num_classes=5, num_cameras=3)
+    model = build_model(resolve_config("bare", "E", SMALL), num_classes=5, num_cameras=3)
     assert not hasattr(model, "head") and not hasattr(model, "fuse_head")  # DIRECT=1 without MA: only `ori`
     out = model.train()(images, cams)
     assert out.pair_names == ["ori"] and len(out.pairs) == 1
@@ -91,7 +91,7 @@ def test_direct_modes_pairs_and_retrieval_feature():
     assert ev.pairs == [] and ev.feature.shape == (8, 144)
     torch.testing.assert_close(ev.feature, torch.cat([ev.tokens[m][:, 0] for m in MODALITIES], 1))
 
-    vehicles = build_model(build_config("default", "E", {**SMALL, "loss": {"direct": False}}), 5, 3).train()
+    vehicles = build_model(resolve_config("bare", "E", {**SMALL, "loss": {"direct": False}}), 5, 3).train()
     out = vehicles(images, cams)  # DIRECT=0: per-modality CLS with the shared backbone head
     assert out.pair_names == list(MODALITIES) and [f.shape for _, f in out.pairs] == [(8, 48)] * 3
     torch.testing.assert_close(out.pairs[1][1], out.tokens["NI"][:, 0])
@@ -103,7 +103,7 @@ def test_aggregation_output_is_the_retrieval_feature():
     torch.manual_seed(0)
     images, cams, _ = batch()
     for direct, names in ((True, ["ori", "fuse"]), (False, ["RGB", "NI", "TI", "fuse"])):
-        model = build_model(build_config("default", "F", {**SMALL, "loss": {"direct": direct}}), 5, 3).train()
+        model = build_model(resolve_config("bare", "F", {**SMALL, "loss": {"direct": direct}}), 5, 3).train()
         out = model(images, cams)
         assert out.pair_names == names and out.pairs[-1][1].shape == (8, 144)
         model.eval()
@@ -114,14 +114,14 @@ def test_aggregation_output_is_the_retrieval_feature():
 
 def test_heads_are_bn_necks_with_frozen_bias():
     torch.manual_seed(0)
-    model = build_model(build_config("default", "A", {**SMALL, "loss": {"direct": False}}), 300, 3)
+    model = build_model(resolve_config("bare", "A", {**SMALL, "loss": {"direct": False}}), 300, 3)
     bn, fc = model.head.bn, model.head.classifier
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0) and not bn.bias.requires_grad
     assert fc.bias is None and fc.weight.shape == (300, 48) and abs(fc.weight.std().item() - 0.001) < 1e-4
 
 
 def test_zero_filled_modalities_are_accepted():
-    model = build_model(build_config("default", "E", SMALL), 4, 3).eval()
+    model = build_model(resolve_config("bare", "E", SMALL), 4, 3).eval()
     images, cams, _ = batch(b=2)
     images["NI"] = torch.zeros_like(images["NI"])
     with torch.no_grad():
@@ -132,7 +132,7 @@ def test_zero_filled_modalities_are_accepted():
 
 def test_param_groups_follow_the_official_optimizer():
     train = TrainConfig(base_lr=1.0, backbone_lr=0.01, bias_lr_factor=2.0, weight_decay=0.1, weight_decay_bias=0.2)
-    model = build_model(build_config("default", "B", {**SMALL, "adapter": {"kind": "pfa"}}), 4, 3)
+    model = build_model(resolve_config("bare", "B", {**SMALL, "adapter": {"kind": "pfa"}}), 4, 3)
     groups = {g["name"]: g for g in param_groups(model, train)}
     assert all(len(g["params"]) == 1 for g in groups.values())
     expect = {
@@ -146,7 +146,7 @@ def test_param_groups_follow_the_official_optimizer():
     for name, (lr, wd, kind) in expect.items():
         assert (groups[name]["lr"], groups[name]["weight_decay"], groups[name]["kind"]) == (lr, wd, kind), name
     assert "ori_head.bn.bias" not in groups  # frozen
-    frozen = build_model(build_config("default", "C", SMALL), 4, 3)
+    frozen = build_model(resolve_config("bare", "C", SMALL), 4, 3)
     assert {g["kind"] for g in param_groups(frozen, train)} == {"added"}
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mambapro.backbone import Backbone
-from mambapro.config import PromptConfig, build_config
+from mambapro.config import PromptConfig, resolve_config
 from mambapro.prompts import SynergisticPrompts, TransferBlock
 
 
@@ -108,7 +108,7 @@ def test_carried_prompt():
 
 
 def _tiny_backbone(kind="srp_fusion", start_layer=0, adapter="none", length=4):
-    cfg = build_config("default", overrides={"data": {"image_size": [32, 16]}, "adapter": {"kind": adapter},
+    cfg = resolve_config("bare", overrides={"data": {"image_size": [32, 16]}, "adapter": {"kind": adapter},
                                              "prompt": {"kind": kind, "length": length, "start_layer": start_layer}})
     torch.manual_seed(0)
     return Backbone(cfg, num_cameras=2)

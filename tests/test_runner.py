@@ -1,4 +1,4 @@
-"""mambapro.runner: the in-process papermill engine, the pre-forking server and its client (~15 s, no torch)."""
+"""nbrun: the in-process papermill engine, the pre-forking server and its client (~15 s, no torch)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mambapro import runner
+import nbrun as runner
 
 # nbformat and papermill (a 4 s import, mostly nbformat's jsonschema) are imported by the fixture below, once the
 # module's server has been started, so that both imports run at the same time.
@@ -58,7 +58,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _client(*args: str, cwd: Path, env: dict[str, str], python_flags: tuple[str, ...] = ()) -> subprocess.Popen:
-    command = [sys.executable, *python_flags, "-m", "mambapro.runner", *args]
+    command = [sys.executable, *python_flags, "-m", "nbrun", *args]
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -88,12 +88,12 @@ def _gone(pid: int) -> bool:
 
 
 class Server:
-    """``python -m mambapro.runner serve`` in a subprocess, with a short preload."""
+    """``python -m nbrun serve`` in a subprocess, with a short preload."""
 
     def __init__(self, directory: Path, preload: str) -> None:
         self.socket = directory / "run" / "s.sock"
         self.log = directory / "server.log"
-        command = [sys.executable, "-m", "mambapro.runner", "serve", "--socket", str(self.socket)]
+        command = [sys.executable, "-m", "nbrun", "serve", "--socket", str(self.socket)]
         with self.log.open("w") as log:
             self.proc = subprocess.Popen([*command, "--preload", preload], env=_env(), stdout=log, stderr=log)
 

@@ -92,10 +92,10 @@ def tiny_root(tmp_path_factory):
 
 
 def _cfg(root, dataset, **data):
-    from mambapro.config import build_config
+    from mambapro.config import resolve_config
 
     size = [128, 64] if dataset == "RGBNT201" else [64, 128]
-    return build_config("default", overrides={"data": {"root": str(root), "dataset": dataset, "image_size": size,
+    return resolve_config("bare", overrides={"data": {"root": str(root), "dataset": dataset, "image_size": size,
                                                        "batch_size": 8, "num_instances": 2, **data}})
 
 

@@ -120,7 +120,7 @@ def write_fake_results(root: Path, profile: str = "default", dataset: str = "RGB
     settings = ["full", *[f"missing_{k}" for k in ("r", "n", "t", "rn", "rt", "nt")], "rerank"]
     per_seed = {str(s): {st: {k: 50.0 + j + s for k in ("mAP", "R1", "R5", "R10", "mINP")}
                          for j, st in enumerate(settings)} for s in (0, 1)}
-    (root / "runs" / "F" / "evaluation.json").write_text(json.dumps({"preset": "F", "per_seed": per_seed}))
+    (root / "evaluation" / "F.json").write_text(json.dumps({"preset": "F", "per_seed": per_seed}))
     rows = [("table3", "F", "F", "params", 74.174976, 74.20), ("table3", "B", "B", "params", 86.14, 86.14),
             ("table4", "CLIP(L) + IP", "prompt-ip", "flops", 0.09, 0.09),
             ("table4", "CLIP(L) + IP", "prompt-ip", "params", 0.01, 0.01),
@@ -237,7 +237,7 @@ def test_missing_run_fails_naming_preset_and_path(tmp_path):
     assert "'agg-concat'" in msg and "'plen-8'" in msg
     assert str(root / "runs" / "agg-concat" / "seed*" / "metrics.json") in msg
     assert not out.exists()  # nothing partial
-    (root / "runs" / "F" / "evaluation.json").unlink()
+    (root / "evaluation" / "F.json").unlink()
     with pytest.raises(tables.MissingResultError, match="evaluation of preset 'F'"):
         tables.build_all_tables(root, out)
 

@@ -169,6 +169,71 @@ def test_gradcam_figure(tmp_path, figures):
     assert axes[1].images[0].get_array().shape == (32, 16, 3)  # overlay at the image's size
 
 
+class OffsetModel(FakeModel):
+    """Every patch token carries a large offset o (channel 0, which no image reaches) and the CLS is −3o, so the
+    own-feature target's gradient points against o: the classic Grad-CAM map w·A(x) is negative at every position
+    (as RGB and NIR of the trained model F), with the planted token's structure on top."""
+
+    def __init__(self, grid, offset=50.0):
+        super().__init__(grid)
+        self.register_buffer("offset", torch.zeros(self.embed.out_channels))
+        self.offset[0] = offset
+        with torch.no_grad():
+            self.embed.weight[0] = 0
+            self.embed.bias.copy_(self.offset)
+
+    def forward(self, images, cams=None):
+        tokens = {}
+        for m in MODALITIES:
+            x = self.embed(images[m]).flatten(2).transpose(1, 2)
+            tokens[m] = torch.cat([-3 * self.offset.expand(x.shape[0], 1, -1), x], dim=1)
+        feature = self.aggregator([tokens[m] for m in MODALITIES])
+        return SimpleNamespace(feature=feature, tokens=tokens)
+
+
+def test_is_constant_map():
+    assert viz.is_constant_map(np.zeros((4, 2))) and viz.is_constant_map(np.full((4, 2), 0.7))
+    assert viz.is_constant_map(0.7 + 1e-6 * np.random.default_rng(0).random((4, 2)))
+    structured = np.zeros((4, 2))
+    structured[1, 0] = 1.0
+    assert not viz.is_constant_map(structured) and not viz.is_constant_map(structured * 1e-6)
+    maps = {"RGB": np.stack([structured, np.zeros((4, 2))]), "NI": np.stack([structured] * 2)}
+    assert viz.nonconstant_share(maps) == {"RGB": 0.5, "NI": 1.0}
+
+
+def test_centred_gradcam_shows_structure_under_shared_negative_offset():
+    grid, spots = (4, 2), {"RGB": (0, 1), "NI": (3, 0), "TI": (2, 1)}
+    model = OffsetModel(grid)
+    images = _planted_images(grid, model.patch, spots)
+    cams = torch.zeros(2, dtype=torch.long)
+    classic = viz.gradcam_maps(model, images, cams, centred=False)  # the library's method: ReLU erases everything
+    assert viz.nonconstant_share(classic) == {m: 0.0 for m in MODALITIES}
+    maps = viz.gradcam_maps(model, images, cams)
+    assert viz.nonconstant_share(maps) == {m: 1.0 for m in MODALITIES}
+    for m in MODALITIES:
+        for b in range(2):
+            assert np.unravel_index(maps[m][b].argmax(), grid) == spots[m], m
+
+
+def test_centre_activations_is_classic_map_minus_its_mean():
+    rng = np.random.default_rng(0)
+    acts, w = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 5))
+    classic = np.einsum("bc,bchw->bhw", w, acts)
+    centred = np.einsum("bc,bchw->bhw", w, viz.centre_activations(torch.as_tensor(acts)))
+    assert np.allclose(centred, classic - classic.mean(axis=(1, 2), keepdims=True))
+
+
+def test_gradcam_figure_labels_constant_maps(tmp_path, figures):
+    grid = (4, 2)
+    images = _planted_images(grid, 8, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=1)
+    structured = np.zeros((1, *grid), dtype=np.float32)
+    structured[0, 1, 1] = 1.0
+    maps = {"RGB": structured, "NI": np.zeros_like(structured), "TI": structured}
+    viz.gradcam_figure(images, maps, tmp_path / "fig10_constant")
+    texts = [[t.get_text() for t in ax.texts] for ax in figures[-1].axes]
+    assert texts == [[], [], [], ["constant"], [], []]  # only the NIR Grad-CAM panel
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Fig. 6
 
@@ -350,10 +415,10 @@ def test_real_model_wrapper_reproduces_retrieval_feature():
     retrieval feature, and the maps live on ``model.grid``."""
     model_mod = pytest.importorskip("mambapro.model")
     pytest.importorskip("mambapro.aggregation")
-    from mambapro.config import build_config
+    from mambapro.config import resolve_config
 
     torch.manual_seed(0)
-    cfg = build_config("default", "F")
+    cfg = resolve_config("bare", "F")
     model = model_mod.build_model(cfg, 5, 2).eval()
     h, w = cfg.data.image_size
     images = {m: torch.randn(2, 3, h, w) for m in MODALITIES}
@@ -374,3 +439,103 @@ def test_alignment_figure_constant_similarity(tmp_path, figures):
     after = next(line for line in ax.lines if line.get_label() == viz.AFTER)
     assert list(after.get_xdata()) == [1.0, 1.0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [viz.BEFORE, viz.AFTER]
+
+
+def _offset_tokens(batch=3, n=6, dim=32, offset=20.0, seed=0):
+    """RGB = NIR = o + z, TIR = o − 2z: the mean token is exactly o, the known shared component."""
+    g = torch.Generator().manual_seed(seed)
+    o = torch.zeros(dim, dtype=torch.float64)
+    o[:4] = offset
+    z = torch.randn(batch, n, dim, generator=g, dtype=torch.float64)
+    return o, z, {"RGB": o + z, "NI": o + z, "TI": o - 2 * z}
+
+
+def test_shared_token_and_its_share():
+    o, z, tokens = _offset_tokens()
+    assert torch.allclose(viz.shared_token(tokens).double(), o, atol=1e-5)
+    expected = (o ** 2).sum() / ((o ** 2).sum() + 2 * (z ** 2).sum(-1).mean())  # cross terms cancel
+    assert viz.shared_share(tokens) == pytest.approx(float(expected), rel=1e-6)
+    assert viz.shared_share({m: t - o for m, t in tokens.items()}) == pytest.approx(0, abs=1e-10)
+    pos = torch.linspace(-5, 5, z.shape[1], dtype=torch.float64)[:, None] * torch.ones(z.shape[2])
+    shifted = {m: t + pos for m, t in tokens.items()}  # a per-position component on top
+    assert viz.shared_token(shifted, by_position=True).shape == (6, 32)
+    assert viz.shared_share(shifted, by_position=True) > viz.shared_share(shifted) + 0.05
+
+
+def test_centred_similarity_removes_the_shared_offset():
+    o, z, tokens = _offset_tokens()
+    raw = viz.cross_modal_similarity(tokens)
+    centred = viz.centred_cross_modal_similarity(tokens)
+    assert list(centred) == list(raw) and centred["RGB–NIR"].shape == (18,)
+    assert all(raw[p].min() > 0.5 for p in raw)  # the paper's measure: all pairs look aligned
+    assert np.allclose(centred["RGB–NIR"], 1, atol=1e-5)  # identical up to the offset: still identical
+    assert np.allclose(centred["RGB–TIR"], -1, atol=1e-5) and np.allclose(centred["NIR–TIR"], -1, atol=1e-5)
+    # a modality's own offset (a modality gap) is not removed by the global mean
+    gap = {**tokens, "TI": tokens["TI"] + 100 * torch.eye(32, dtype=torch.float64)[10]}
+    assert viz.centred_cross_modal_similarity(gap)["RGB–TIR"].max() < -0.5
+    assert np.allclose(viz.centred_cross_modal_similarity(gap)["RGB–NIR"], 1, atol=1e-5)
+
+
+def test_alignment_shared_component_on_fake_model():
+    model = FakeModel((4, 2), mix=0.5)
+    with torch.no_grad():
+        model.embed.bias.fill_(20.0)  # a large offset shared by every token
+    images = _planted_images((4, 2), 4, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=3)
+    stats = viz.alignment_shared_component(model, images, torch.zeros(3, dtype=torch.long))
+    assert stats["before_share_mean_token"] > 0.9 and stats["after_share_mean_token"] > 0.9
+    assert stats["before_share_position_means"] >= stats["before_share_mean_token"]
+    assert stats["before_cos_cls_mean"] == pytest.approx(1, abs=1e-5)  # the fake CLS is the patches' mean
+    assert stats["after_cos_before_mean_token"] == pytest.approx(1, abs=1e-5)  # the fake MA is affine, mean kept
+    assert stats["before_token_rms"] ** 2 * stats["before_share_mean_token"] == pytest.approx(
+        stats["before_mean_token_norm"] ** 2, rel=1e-4)
+    assert "before_cos_ln_post_bias_proj" not in stats  # no project backbone: no candidates
+
+
+def test_alignment_similarities_has_centred_measure():
+    model = FakeModel((4, 2), mix=0.5)
+    images = _planted_images((4, 2), 4, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=3)
+    sims = viz.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
+    out = model(images)
+    before = {m: out.tokens[m][:, 1:].detach() for m in MODALITIES}
+    assert set(sims["RGB–NIR"]) == {"before", "after", "before_centred", "after_centred"}
+    assert np.allclose(sims["RGB–NIR"]["before_centred"], viz.centred_cross_modal_similarity(before)["RGB–NIR"],
+                       atol=1e-6)
+
+
+def test_alignment_figure_draws_both_measures(tmp_path, figures):
+    rng = np.random.default_rng(0)
+    sims = {p: {"before": rng.normal(0.99, 0.003, 400), "after": rng.normal(0.96, 0.005, 400),
+                "before_centred": rng.normal(0.1, 0.05, 400), "after_centred": rng.normal(0.6, 0.05, 400)}
+            for p in ("RGB–NIR", "RGB–TIR", "NIR–TIR")}
+    paths = viz.alignment_figure(sims, tmp_path / "fig6_both")
+    _check_files(paths, tmp_path / "fig6_both")
+    fig = figures[-1]
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["RGB vs NIR", "RGB vs TIR", "NIR vs TIR", "RGB vs NIR, centred",
+                                               "RGB vs TIR, centred", "NIR vs TIR, centred"]
+    assert {ax.get_xlabel() for ax in axes[3:]} == {"Cosine similarity of centred tokens"}
+    headings = [sub.get_suptitle().split(":")[0] for sub in fig.subfigs]
+    assert headings == ["Paper's measure", "Centred (not in the paper)"]
+    for ax, (before, after) in zip(axes, [(0.99, 0.96)] * 3 + [(0.1, 0.6)] * 3):
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [viz.BEFORE, viz.AFTER]
+        peaks = {line.get_label(): line.get_xdata()[np.argmax(line.get_ydata())] for line in ax.get_lines()}
+        assert peaks[viz.BEFORE] == pytest.approx(before, abs=0.03)
+        assert peaks[viz.AFTER] == pytest.approx(after, abs=0.03)
+
+
+@pytest.mark.slow  # builds the project's tiny model: 6 s idle, 40 s on a busy 2-core machine
+def test_offset_candidates_on_real_model():
+    """A large ln_post bias dominates every token: the mean token's direction is ln_post.bias @ proj."""
+    model_mod = pytest.importorskip("mambapro.model")
+    from mambapro.config import resolve_config
+
+    torch.manual_seed(0)
+    cfg = resolve_config("bare", "F")
+    model = model_mod.build_model(cfg, 5, 2).eval()
+    with torch.no_grad():
+        model.backbone.tower.ln_post.bias.copy_(100 * torch.randn_like(model.backbone.tower.ln_post.bias))
+    h, w = cfg.data.image_size
+    images = {m: torch.randn(2, 3, h, w) for m in MODALITIES}
+    stats = viz.alignment_shared_component(model, images, torch.zeros(2, dtype=torch.long))
+    assert stats["before_cos_ln_post_bias_proj"] > 0.99 and stats["before_share_mean_token"] > 0.95
+    assert {"before_cos_pos_mean_head", "after_cos_before_mean_token"} <= set(stats)

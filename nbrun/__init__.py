@@ -7,9 +7,9 @@ fixed overhead before its first line of real work: ``import papermill`` (~4 s), 
 1. :class:`InProcessEngine` (papermill engine ``"inprocess"``) runs the cells in the current Python process, in
    one fresh ``__main__`` namespace, capturing ``stdout``/``stderr`` and trailing expressions as notebook outputs.
    No kernel is started.
-2. ``python -m mambapro.runner serve --socket PATH`` imports the heavy modules once, then forks one child per
-   request; ``python -m mambapro.runner IN.ipynb OUT.ipynb -p NAME VALUE ...`` is a tiny client (argparse, json,
-   socket) when ``MAMBAPRO_RUNNER_SOCKET`` (or ``--socket``) names a live server, and runs the notebook itself
+2. ``python -m nbrun serve --socket PATH`` imports the heavy modules once, then forks one child per
+   request; ``python -m nbrun IN.ipynb OUT.ipynb -p NAME VALUE ...`` is a tiny client (argparse, json,
+   socket) when ``NBRUN_SOCKET`` (or ``--socket``) names a live server, and runs the notebook itself
    otherwise.  The child gets the client's argv, working directory, environment and stdout/stderr descriptors
    (``SCM_RIGHTS``), so the stage behaves as if it had run in the client.
 
@@ -19,7 +19,7 @@ figures; matplotlib uses ``Agg``), and only writes through ``sys.stdout``/``sys.
 extension or a subprocess writes straight to file descriptors 1/2 reaches the terminal, not the notebook).
 
 The papermill engine class needs ``papermill`` (a 4 s import), so it is built on first use -- on
-``mambapro.runner.InProcessEngine``, :func:`engine_class` or :func:`execute` -- and registered as ``"inprocess"``
+``nbrun.InProcessEngine``, :func:`engine_class` or :func:`execute` -- and registered as ``"inprocess"``
 then; importing this module and the client path stay light.
 """
 
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PRELOAD", "ENGINE_NAME", "SOCKET_ENV", "engine_class", "execute", "main", "serve"]
 
 ENGINE_NAME = "inprocess"
-SOCKET_ENV = "MAMBAPRO_RUNNER_SOCKET"
+SOCKET_ENV = "NBRUN_SOCKET"
 DEFAULT_PRELOAD = (
     "torch",
     "open_clip",
@@ -350,7 +350,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _temporary_path(output: str) -> str:
-    return f"{output}.tmp.ipynb"
+    folder, name = os.path.split(output)
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp.ipynb")
 
 
 def execute(
@@ -359,13 +360,15 @@ def execute(
     parameters: dict | None = None,
     log_output: bool = True,
     cwd: str | os.PathLike | None = None,
+    jupyter: bool = False,
 ) -> NotebookNode:
     """Execute a notebook with papermill's ``inprocess`` engine; return the executed notebook.
 
-    Papermill saves the output progressively; here it writes ``<output>.tmp.ipynb`` and that file is renamed to
-    ``output_path`` (``os.replace``) when papermill returns or raises, so ``output_path`` never holds a half-written
-    notebook: it is the complete result, or -- as with plain papermill -- the notebook with the failing cell marked.
-    If the process is killed mid-run only the temporary file is left.  Raises papermill's
+    Papermill saves the output progressively, to a hidden temporary file beside ``output_path``; only a notebook
+    that ran to the end replaces ``output_path`` (``os.replace``).  A failing cell, an exception or an interrupt
+    (SIGINT, SIGTERM) removes the temporary file and leaves ``output_path`` as it was -- a committed result is never
+    overwritten by a failed run; the failure is reported on stderr.  ``jupyter``: run the cells in a Jupyter kernel
+    (papermill's own engine) for rich outputs (images, Markdown) instead of in-process.  Raises papermill's
     ``PapermillExecutionError`` when a cell failed.
     """
     import papermill
@@ -374,22 +377,43 @@ def execute(
     engine_class()
     parameters = dict(parameters or {})
     output = parameterize_path(str(output_path), add_builtin_parameters(parameters))
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     temporary = _temporary_path(output)
     try:
-        return papermill.execute_notebook(
-            str(input_path),
-            temporary,
-            parameters=parameters,
-            engine_name=ENGINE_NAME,
-            kernel_name="python3",
-            progress_bar=False,
-            log_output=log_output,
-            cwd=None if cwd is None else str(cwd),
-            final_output_path=output,
-        )
+        with _sigterm_as_interrupt():
+            notebook = papermill.execute_notebook(
+                str(input_path),
+                temporary,
+                parameters=parameters,
+                engine_name=None if jupyter else ENGINE_NAME,
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=log_output,
+                cwd=None if cwd is None else str(cwd),
+                final_output_path=output,
+            )
+        os.replace(temporary, output)
+        return notebook
     finally:
         if os.path.exists(temporary):
-            os.replace(temporary, output)
+            os.unlink(temporary)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what DVC and schedulers send) raises KeyboardInterrupt, so clean-up code runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -730,7 +754,7 @@ def _delegate(socket_path: str, argv: list[str]) -> int | None:
         sock.connect(socket_path)
     except OSError as exc:
         sock.close()
-        print(f"mambapro.runner: no server at {socket_path} ({exc.strerror}); running without it", file=sys.stderr)
+        print(f"nbrun: no server at {socket_path} ({exc.strerror}); running without it", file=sys.stderr)
         return None
     with sock:
         request = {"argv": ["--local", *argv], "cwd": os.getcwd(), "env": dict(os.environ), "prefix": sys.prefix}
@@ -744,10 +768,10 @@ def _delegate(socket_path: str, argv: list[str]) -> int | None:
         except KeyboardInterrupt:
             return 130  # closing the socket makes the server terminate the child
         except (OSError, ValueError) as exc:
-            print(f"mambapro.runner: lost the server at {socket_path}: {exc}", file=sys.stderr)
+            print(f"nbrun: lost the server at {socket_path}: {exc}", file=sys.stderr)
             return 1
     if "error" in reply:
-        print(f"mambapro.runner: server refused ({reply['error']}); running without it", file=sys.stderr)
+        print(f"nbrun: server refused ({reply['error']}); running without it", file=sys.stderr)
         return None
     return int(reply["exit"])
 
@@ -776,9 +800,9 @@ def _parameters(args: argparse.Namespace) -> dict:
 
 def _execute_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mambapro.runner",
+        prog="python -m nbrun",
         description="Execute a notebook in-process (papermill engine 'inprocess'), through the preload server "
-        f"named by --socket / ${SOCKET_ENV} when one is listening.  Also: 'python -m mambapro.runner serve -h'.",
+        f"named by --socket / ${SOCKET_ENV} when one is listening.  Also: 'python -m nbrun serve -h'.",
     )
     parser.add_argument("input", help="input notebook")
     parser.add_argument("output", help="output notebook (written atomically)")
@@ -790,6 +814,7 @@ def _execute_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-output", dest="log_output", action="store_true", default=True, help="(default)")
     parser.add_argument("--no-log-output", dest="log_output", action="store_false", help="do not echo cell output")
     parser.add_argument("-k", "--kernel", help="ignored (papermill compatibility)")
+    parser.add_argument("--jupyter", action="store_true", help="run in a Jupyter kernel, for rich outputs")
     parser.add_argument("--progress-bar", "--no-progress-bar", dest="progress_bar", action="store_true",
                         help="ignored (papermill compatibility)")  # fmt: skip
     parser.add_argument("--socket", help=f"preload server socket (default: ${SOCKET_ENV})")
@@ -799,7 +824,7 @@ def _execute_parser() -> argparse.ArgumentParser:
 
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mambapro.runner serve", description="Preload heavy modules and fork a child per notebook."
+        prog="python -m nbrun serve", description="Preload heavy modules and fork a child per notebook."
     )
     parser.add_argument("--socket", default=os.environ.get(SOCKET_ENV), help=f"socket path (default: ${SOCKET_ENV})")
     parser.add_argument(
@@ -821,9 +846,9 @@ def _execute_command(argv: list[str]) -> int:
     from papermill.exceptions import PapermillExecutionError
 
     try:
-        execute(args.input, args.output, parameters, log_output=args.log_output, cwd=args.cwd)
+        execute(args.input, args.output, parameters, log_output=args.log_output, cwd=args.cwd, jupyter=args.jupyter)
     except PapermillExecutionError as exc:
-        print(f"mambapro.runner: {args.input} failed:{exc}", file=sys.stderr)
+        print(f"nbrun: {args.input} failed:{exc}", file=sys.stderr)
         return 1
     return 0
 
@@ -833,7 +858,7 @@ def _serve_command(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.socket:
         parser.error(f"give --socket or set ${SOCKET_ENV}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s mambapro.runner: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s nbrun: %(message)s", stream=sys.stderr)
     serve(args.socket, [name.strip() for name in args.preload.split(",") if name.strip()])
     return 0
 

@@ -1,0 +1,101 @@
+"""The record of a profile's datasets and backbone weights (``results/<profile>/inputs.json``), which every training
+stage of the profile depends on: the embedded default's synthetic benchmark and proxy CLIP, or a paper profile's
+real dataset (every image header checked first) and OpenAI's weights file.
+
+``python -m mambapro.inputs <profile>`` writes it (the DVC stages ``proxy_clip`` and ``dataset``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from mambapro import results
+from mambapro.config import Config, ConfigError, profile_entry, resolve_config
+
+DATASET_FOLDERS = {"RGBNT201": "RGBNT201", "RGBNT100": "RGBNT100", "MSVR310": "msvr310"}  # under data.root
+
+
+def dataset_folder(cfg: Config) -> Path:
+    """The folder a dataset's reader opens (:func:`mambapro.data.readers.read_dataset`)."""
+    return Path(cfg.data.root) / DATASET_FOLDERS[cfg.data.dataset]
+
+
+def profile_stages(profile: str, root: str | Path = ".") -> dict[str, list[str]]:
+    """The profile-specific stages of ``profile`` (see the module docstring); a paper profile's vehicle runs need
+    their dataset present under ``root``."""
+    pipe = profile_entry(profile)["pipeline"]
+    vehicle = pipe.get("vehicle")
+    if vehicle and not pipe["proxy_clip"]:
+        vehicle = vehicle if (Path(root) / dataset_folder(resolve_config(vehicle))).is_dir() else None
+    return {"proxy_clip": [profile] if pipe["proxy_clip"] else [],
+            "dataset": [] if pipe["proxy_clip"] else [profile],
+            "vehicle": [vehicle] if vehicle else []}
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digest_files(folder: Path, content: bool) -> dict[str, Any]:
+    """SHA-256 over the sorted relative paths and the bytes (``content``) or sizes of every file in ``folder``."""
+    digest, count = hashlib.sha256(), 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0")
+        digest.update(path.read_bytes() if content else str(path.stat().st_size).encode())
+        count += 1
+    return {"folder": str(folder), "files": count, "sha256": digest.hexdigest()}
+
+
+def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
+    """Check and record the datasets and backbone weights of ``profile`` (and of its vehicle runs) in
+    ``results/<profile>/inputs.json``.  The synthetic benchmark is hashed by content, a real dataset by file sizes
+    (hashing its gigabytes is DVC's job) after :func:`mambapro.data.validate.validate_dataset` checked every
+    image header.  A missing dataset or weights file names the path and what to put there."""
+    root = Path(root)
+    pipe = profile_entry(profile)["pipeline"]
+    record: dict[str, Any] = {"profile": profile, "datasets": {}, "weights": {}}
+    for name in [profile, *profile_stages(profile, root)["vehicle"]]:
+        cfg = resolve_config(name)
+        folder = root / dataset_folder(cfg)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"profile {name}: dataset folder {folder} does not exist; put "
+                                    f"{cfg.data.dataset} there (README, 'Paper scale')")
+        if not pipe["proxy_clip"]:
+            from mambapro.data.validate import validate_dataset
+
+            validate_dataset(cfg.data.dataset, root / cfg.data.root)
+        record["datasets"][cfg.data.dataset] = _digest_files(folder, content=pipe["proxy_clip"])
+        weights = cfg.backbone.pretrained
+        if weights and not os.path.isfile(root / weights) and not pipe["proxy_clip"]:
+            raise FileNotFoundError(f"profile {name}: backbone.pretrained = {weights} does not exist; fetch OpenAI's "
+                                    "ViT-B-16.pt (README, 'Paper scale') and put it there")
+        if weights:
+            record["weights"][weights] = {"md5": _md5(root / weights)}  # as DVC records a file
+    results.write_json(results.inputs_path(profile, root), record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m mambapro.inputs <profile>", file=sys.stderr)
+        return 2
+    try:
+        record = record_inputs(args[0])
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"recorded {results.inputs_path(args[0])}: {', '.join(record['datasets'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
