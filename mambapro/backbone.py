@@ -52,11 +52,13 @@ TIMM_EQUIVALENTS = {
     "ViT-B-16": ("vit_base_patch16_224", "orig_in21k_ft_in1k"),
     TINY_ARCH: (TINY_ARCH, None),
 }
+TIMM_KEY = "backbone.timm_pretrained"  # the config field naming the timm tower's weights (not backbone.pretrained)
 _HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
 class WeightsUnavailable(RuntimeError):
-    """Pretrained weights named by ``backbone.pretrained`` that are neither cached nor downloadable."""
+    """Pretrained weights named by ``backbone.pretrained`` (or ``backbone.timm_pretrained``) that are neither cached
+    nor downloadable."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -104,11 +106,13 @@ def _cached_checkpoint(pretrained_cfg: dict) -> str | None:
     return None
 
 
-def _unavailable(arch: str, tag: str, reason: str, example: str) -> WeightsUnavailable:
+def _unavailable(arch: str, tag: str, reason: str, example: str, key: str = "backbone.pretrained"
+                 ) -> WeightsUnavailable:
+    """``key``: the config field that names the weights (``backbone.timm_pretrained`` for the timm tower)."""
     return WeightsUnavailable(
-        f"backbone.pretrained = {tag!r}: the {arch} weights are not cached here and cannot be downloaded ({reason}). "
+        f"{key} = {tag!r}: the {arch} weights are not cached here and cannot be downloaded ({reason}). "
         f"Fetch them on a machine with network access (e.g. {example}) and point the config at the file: "
-        f"`backbone.pretrained: /path/to/{os.path.basename(urlparse(example).path) or 'weights.pt'}`."
+        f"`{key}: /path/to/{os.path.basename(urlparse(example).path) or 'weights.pt'}`."
     )
 
 
@@ -208,8 +212,8 @@ def build_timm_tower(arch: str, image_size: tuple[int, int], pretrained: str | N
         pretrained = default_tag
     if name == TINY_ARCH:
         if pretrained:
-            raise ValueError(f"backbone.pretrained = {pretrained!r}: the tiny timm ViT (backbone.kind: timm with "
-                             f"arch {TINY_ARCH}) has no pretrained weights; set backbone.pretrained: null")
+            raise ValueError(f"{TIMM_KEY} = {pretrained!r}: the tiny timm ViT (backbone.kind: timm with "
+                             f"arch {TINY_ARCH}) has no pretrained weights; set {TIMM_KEY}: null")
         v = open_clip.get_model_config(TINY_ARCH)["vision_cfg"]
         return timm.models.vision_transformer.VisionTransformer(
             img_size=tuple(image_size), patch_size=v["patch_size"], embed_dim=v["width"], depth=v["layers"],
@@ -221,7 +225,7 @@ def build_timm_tower(arch: str, image_size: tuple[int, int], pretrained: str | N
         try:
             return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": pretrained}, **kwargs)
         except (RuntimeError, KeyError) as e:
-            raise ValueError(f"backbone.pretrained = {pretrained!r} is not a timm checkpoint of {name} "
+            raise ValueError(f"{TIMM_KEY} = {pretrained!r} is not a timm checkpoint of {name} "
                              f"(backbone.kind: timm): {e}") from e
     full = f"{name}.{pretrained}"
     try:
@@ -229,13 +233,13 @@ def build_timm_tower(arch: str, image_size: tuple[int, int], pretrained: str | N
     except Exception:  # noqa: BLE001
         pcfg = None
     if pcfg is None:
-        raise ValueError(f"backbone.pretrained = {pretrained!r} is neither a file nor a timm tag of {name}")
+        raise ValueError(f"{TIMM_KEY} = {pretrained!r} is neither a file nor a timm tag of {name}")
     if pcfg.hf_hub_id and not _cached_hf_file(pcfg.hf_hub_id):
         example = pcfg.url or f"https://huggingface.co/{pcfg.hf_hub_id}"
         if _offline():
-            raise _unavailable(name, pretrained, "HF_HUB_OFFLINE is set", example)
+            raise _unavailable(name, pretrained, "HF_HUB_OFFLINE is set", example, TIMM_KEY)
         if not _reachable("https://huggingface.co"):
-            raise _unavailable(name, pretrained, "no network connection", example)
+            raise _unavailable(name, pretrained, "no network connection", example, TIMM_KEY)
     return timm.create_model(full, pretrained=True, **kwargs)
 
 

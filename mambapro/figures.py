@@ -20,16 +20,13 @@ from mambapro.config import Config, resolve_config
 def load_run(cfg: Config, run_dir: str | Path, seed: int):
     """The model of ``<run_dir>/best.pt`` (one seed's run folder) in eval mode and the run's data."""
     from mambapro.data.loaders import build_data
-    from mambapro.engine import load_checkpoint
-    from mambapro.model import build_model
+    from mambapro.engine import restore_model
 
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"figures need the run {path}; run its `dvc repro train@...` stage first")
-    data = build_data(cfg, seed)
-    model = build_model(cfg, data.num_classes, data.num_cameras)
-    model.load_state_dict(load_checkpoint(path, cfg, seed)["model"])
-    return model.eval(), data
+    model, _ = restore_model(path, cfg, seed)
+    return model.eval(), build_data(cfg, seed)
 
 
 def _test_batch(data, n: int, seed: int) -> dict:

@@ -36,14 +36,6 @@ def profile_stages(profile: str, root: str | Path = ".") -> dict[str, list[str]]
             "vehicle": [vehicle] if vehicle else []}
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _digest_files(folder: Path, content: bool) -> dict[str, Any]:
     """SHA-256 over the sorted relative paths and the bytes (``content``) or sizes of every file in ``folder``."""
     digest, count = hashlib.sha256(), 0
@@ -78,7 +70,7 @@ def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
             raise FileNotFoundError(f"profile {name}: backbone.pretrained = {weights} does not exist; fetch OpenAI's "
                                     "ViT-B-16.pt (README, 'Paper scale') and put it there")
         if weights:
-            record["weights"][weights] = {"md5": _md5(root / weights)}  # as DVC records a file
+            record["weights"][weights] = {"md5": results.file_digest(root / weights, "md5")}  # as DVC records a file
     results.write_json(results.inputs_path(profile, root), record)
     return record
 

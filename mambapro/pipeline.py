@@ -23,7 +23,7 @@ import yaml
 
 from mambapro import results
 from mambapro.config import ConfigError, profile_entry, resolve_config
-from mambapro.inputs import dataset_folder, profile_stages
+from mambapro.inputs import dataset_folder, profile_stages, record_inputs
 
 PARAMS_KEYS = ("profile", "seeds", "profile_stages", "train_presets", "evaluate_presets", "vehicle_presets")
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -61,7 +61,16 @@ def use(profile: str, path: str | Path = "params.yaml") -> dict[str, list[str]]:
             comment = line[line.index("#"):] if "#" in line else "\n"
             lines[i] = f"  {key}: [{', '.join(stages[key])}]".ljust(32) + comment
     results.write_text(path, "".join(lines))
-    load_params(path)  # the rewritten file passes the check every stage makes
+    params = load_params(path)  # the rewritten file passes the check every stage makes
+    folder = results.results_dir(profile, path.parent)  # folders downstream stages depend on, before their first
+    for sub in ("evaluation", *(f"runs/{p}" for p in params["evaluate_presets"]),  # run: DVC's dry run hashes
+                *(["vehicle/runs"] if stages["vehicle"] else [])):                   # every dependency
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    if stages["dataset"]:  # record the inputs now (the `dataset` stage re-records them), so that the training
+        try:               # stages' dependency exists and `dvc repro --dry` can run
+            record_inputs(profile, path.parent)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"profile {profile}: inputs not recorded yet ({e})")
     declared = profile_entry(profile)["pipeline"].get("vehicle")
     if declared and not stages["vehicle"]:
         print(f"profile {profile}: its vehicle dataset ({dataset_folder(resolve_config(declared))}) is absent; "

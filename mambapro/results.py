@@ -117,16 +117,16 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=1))
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 (16 hex digits) of a file, computed once per process for a given path, size and mtime."""
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, computed once per process for a given path, size, mtime and algorithm."""
     stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, algorithm)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
+        digest = hashlib.new(algorithm)
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()[:16]
+        _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
 
 

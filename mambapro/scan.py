@@ -8,8 +8,10 @@ delta_softplus=False)``, with u, delta [B, D, L], A [D, N], input-dependent B, C
 
 Backends (``backend=`` / ``AggregationConfig.scan_backend``):
 
-* ``"cuda"``: mamba-ssm's CUDA kernel; imported lazily and guarded (every ``import mamba_ssm`` fails on a CPU-only
-  machine), so importing mambapro never needs it.  Asking for it without CUDA tensors or mamba-ssm is an error.
+* ``"cuda"``: mamba-ssm's CUDA kernel, the extension module ``selective_scan_cuda`` imported lazily on its own
+  (``import mamba_ssm`` pulls transformers, triton, ... and fails on a CPU-only machine), called through
+  :class:`SelectiveScanCuda`.  ``tools/install_mamba_scan.sh`` builds it from PyPI's mamba-ssm sdist.  Asking for it
+  without CUDA tensors or the kernel is an error naming the import error and that fix.
 * ``"native"``: a small C kernel compiled on first use (:mod:`mambapro.native_scan`), the CPU default when a C
   compiler works: each row's states stay in a buffer of L·N values, nothing of size B·D·L·N is written, so it is
   several times faster than ``"chunked"`` on a memory-bound CPU (``benchmarks/scan_backends.py``).  CPU only.
@@ -19,9 +21,10 @@ Backends (``backend=`` / ``AggregationConfig.scan_backend``):
   states there, running the adjoint recurrence in reverse.
 * ``"reference"``: a plain sequential loop differentiated by autograd; the ground truth of the tests.
 
-``"auto"`` picks ``"cuda"`` when mamba-ssm imports and the tensors are on CUDA, ``"native"`` on the CPU when its
-kernel builds, else ``"chunked"``; the choice is
-logged once per backend and returned by :func:`resolve_backend` (the SSM module stores it as ``ssm.backend``).
+``"auto"`` picks ``"cuda"`` when the kernel imports and the tensors are on CUDA, ``"native"`` on the CPU when its
+kernel builds, else ``"chunked"``; the choice is logged once per request (a warning with the import error for a
+fallback on CUDA) and returned by :func:`resolve_backend` (the SSM module stores it as ``ssm.backend``);
+:func:`describe_backend` gives it as one line with the reason for any fallback, for the start of a run.
 
 FLOPs: :func:`fvcore_handles` counts the official formula (``modeling/fusion_part/mamba.py:27-48``, sec. 6):
 9·B·L·D·N, + B·D·L with D, + B·D·L with z.
@@ -41,59 +44,93 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cuda", "native", "chunked", "reference")
 DEFAULT_CHUNK = 16  # from benchmarks/scan_backends.py --chunks: 8-16 best, 64 ~30% slower (fwd+bwd, 2 cores)
-_logged: set[str] = set()
+_logged: set[tuple[str, str]] = set()  # (backend, requested) pairs already logged
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Backend selection
 
+KERNEL_MODULE = "selective_scan_cuda"  # mamba-ssm's compiled selective-scan extension, a top-level module
+INSTALL_HINT = ("build it for this GPU with `bash tools/install_mamba_scan.sh` (mamba-ssm's kernel from its PyPI "
+                "sdist, nothing else of mamba-ssm)")
+
 
 @functools.lru_cache(maxsize=1)
-def _mamba_scan() -> tuple[Callable | None, str]:
-    """mamba-ssm's ``selective_scan_fn`` or None, with the reason it could not be imported."""
+def _cuda_kernel() -> tuple[object | None, str]:
+    """mamba-ssm's kernel module ``selective_scan_cuda`` or None, with its import error.  Imported on its own, not
+    through ``mamba_ssm`` (whose ``__init__`` pulls transformers, triton and causal-conv1d, any of which can break the
+    import); :class:`SelectiveScanCuda` calls it as mamba-ssm's ``SelectiveScanFn`` does."""
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception as err:  # ImportError, or OSError/RuntimeError from its CUDA extension on CPU-only machines
+        import selective_scan_cuda
+    except Exception as err:  # ImportError, or OSError from a kernel built against another torch / CUDA
         return None, f"{type(err).__name__}: {err}"
-    return selective_scan_fn, ""
+    return selective_scan_cuda, ""
 
 
-def resolve_backend(requested: str, device: torch.device | str) -> str:
-    """The backend that runs for ``requested`` on ``device``; logs the choice once per backend name."""
+def _resolve(requested: str, device: torch.device | str) -> tuple[str, str]:
+    """(backend that runs, why it is not the fastest one for the device, or "")."""
     if requested not in BACKENDS:
         raise ValueError(f"scan_backend = {requested!r} is not one of: {', '.join(BACKENDS)}")
     on_cuda = torch.device(device).type == "cuda"
     if requested == "cuda":
-        fn, why = _mamba_scan()
-        if not on_cuda or fn is None:
-            problem = (f"tensors are on {torch.device(device)}" if not on_cuda
-                       else f"mamba_ssm does not import ({why})")
-            raise RuntimeError(
-                f"aggregation.scan_backend = 'cuda' needs CUDA tensors and an importable mamba_ssm, but {problem}; "
-                "use 'auto' or 'chunked'"
-            )
-        chosen = "cuda"
-    elif requested == "native":
+        kernel, why = _cuda_kernel()
+        if not on_cuda:
+            raise RuntimeError(f"aggregation.scan_backend = 'cuda' needs CUDA tensors, but tensors are on "
+                               f"{torch.device(device)}; use 'auto' or 'chunked'")
+        if kernel is None:
+            raise RuntimeError(f"aggregation.scan_backend = 'cuda' needs CUDA tensors and mamba-ssm's kernel module "
+                               f"{KERNEL_MODULE!r}, which does not import ({why}); {INSTALL_HINT}, or use "
+                               "scan_backend 'auto' / 'chunked' (pure PyTorch, slower)")
+        return "cuda", ""
+    if requested == "native":
         from mambapro import native_scan
 
         if on_cuda or not native_scan.available():
             problem = "tensors are on CUDA" if on_cuda else native_scan.unavailable_reason()
             raise RuntimeError(f"aggregation.scan_backend = 'native' runs on the CPU with a working C compiler, but "
                                f"{problem}; use 'auto' or 'chunked'")
-        chosen = "native"
-    elif requested == "auto":
-        if on_cuda:
-            chosen = "cuda" if _mamba_scan()[0] is not None else "chunked"
-        else:
-            from mambapro import native_scan
+        return "native", ""
+    if requested != "auto":
+        return requested, ""
+    if on_cuda:
+        why = _cuda_kernel()[1]
+        if why:
+            return "chunked", f"mamba-ssm's kernel {KERNEL_MODULE!r} does not import ({why}); {INSTALL_HINT}"
+        return "cuda", ""
+    from mambapro import native_scan
 
-            chosen = "native" if native_scan.available() else "chunked"
-    else:
-        chosen = requested
-    if chosen not in _logged:
-        _logged.add(chosen)
-        log.info("selective scan backend: %s (requested %r, device %s)", chosen, requested, torch.device(device))
+    if native_scan.available():
+        return "native", ""
+    return "chunked", f"the native C kernel is unavailable ({native_scan.unavailable_reason()})"
+
+
+def resolve_backend(requested: str, device: torch.device | str) -> str:
+    """The backend that runs for ``requested`` on ``device``; logs the choice once per (backend, request) (a warning
+    with the import error when ``"auto"`` on CUDA falls back to ``"chunked"``)."""
+    chosen, why = _resolve(requested, device)
+    if (chosen, requested) not in _logged:
+        _logged.add((chosen, requested))
+        if why and torch.device(device).type == "cuda":
+            log.warning("selective scan backend: %s (requested %r, device %s): %s", chosen, requested,
+                        torch.device(device), why)
+        else:
+            log.info("selective scan backend: %s (requested %r, device %s)", chosen, requested, torch.device(device))
     return chosen
+
+
+_KIND = {"cuda": "mamba-ssm CUDA kernel", "native": "C kernel on the CPU", "chunked": "pure PyTorch",
+         "reference": "sequential PyTorch loop, slow"}
+
+
+def describe_backend(requested: str, device: torch.device | str) -> str:
+    """One line for the start of a run: the scan backend that runs for ``requested`` on ``device``, and why it is
+    not the fastest one there (with the import error).  Raises as :func:`resolve_backend` for an impossible
+    request (``"cuda"`` without the kernel), so a run stops before any work."""
+    chosen, why = _resolve(requested, device)
+    where = f"requested {requested!r} on {torch.device(device)}"
+    if chosen == "cuda":
+        where += f", {getattr(_cuda_kernel()[0], '__file__', KERNEL_MODULE)}"
+    return f"selective scan: {chosen} ({_KIND[chosen]}; {where})" + (f"; fallback because {why}" if why else "")
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto",
@@ -101,7 +138,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     """Selective scan with mamba-ssm's signature; ``backend`` as in the module docstring.  Returns [B, D, L]."""
     chosen = resolve_backend(backend, u.device)
     if chosen == "cuda":
-        return _mamba_scan()[0](u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        return selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if chosen == "native":
         return selective_scan_native(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if chosen == "reference":
@@ -369,6 +406,53 @@ def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
 
 
 # --------------------------------------------------------------------------------------------------------------
+# CUDA: mamba-ssm's kernel module, called directly
+
+
+class SelectiveScanCuda(torch.autograd.Function):
+    """``selective_scan_cuda.fwd`` / ``.bwd`` as mamba-ssm's ``SelectiveScanFn`` calls them, with the kernel's input
+    rules met here: u, Δ, B, C, z in one dtype (u's if fp16 / bf16, else fp32), A, D, delta_bias in fp32, the last
+    dimension contiguous, B and C as one group [B, 1, N, L].  Outputs and gradients come back in the callers'
+    dtypes."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+        kernel = _cuda_kernel()[0]
+        if kernel is None:
+            raise RuntimeError(f"mamba-ssm's kernel module {KERNEL_MODULE!r} does not import ({_cuda_kernel()[1]}); "
+                               f"{INSTALL_HINT}")
+        ctx.dtypes = [None if t is None else t.dtype for t in (u, delta, A, B, C, D, z, delta_bias)]
+        it = u.dtype if u.dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+        def prep(t, dtype, group=False):
+            return None if t is None else (t.to(dtype).unsqueeze(1) if group else t.to(dtype)).contiguous()
+
+        u, delta, z = prep(u, it), prep(delta, it), prep(z, it)
+        B, C = prep(B, it, group=True), prep(C, it, group=True)
+        A, D, delta_bias = (prep(t, torch.float32) for t in (A, D, delta_bias))
+        out, x, *rest = kernel.fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        ctx.delta_softplus = delta_softplus
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, x, out if z is not None else None)
+        return (rest[0] if z is not None else out).to(ctx.dtypes[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        u, delta, A, B, C, D, z, delta_bias, x, out = ctx.saved_tensors
+        du, ddelta, dA, dB, dC, dD, dbias, *rest = _cuda_kernel()[0].bwd(
+            u, delta, A, B, C, D, z, delta_bias, gout.to(u.dtype).contiguous(), x, out, None, ctx.delta_softplus,
+            False)
+        grads = (du, ddelta, dA, dB.squeeze(1), dC.squeeze(1), dD, rest[0] if z is not None else None, dbias)
+        return (*(None if t is None else g.to(t) for g, t in zip(grads, ctx.dtypes)), None)
+
+
+def selective_scan_mamba(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False) -> torch.Tensor:
+    """The ``"cuda"`` backend (see :class:`SelectiveScanCuda`); CUDA tensors and the kernel module needed."""
+    _check_shapes(u, delta, A, B, C, D, z, delta_bias)
+    return SelectiveScanCuda.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+
+
+# --------------------------------------------------------------------------------------------------------------
 # FLOPs
 
 
@@ -394,14 +478,15 @@ def _scan_flop_handle(inputs, outputs) -> int:
 
 def fvcore_handles() -> dict[str, Callable]:
     """fvcore op handles for the scan, keyed by the names fvcore gives traced autograd Functions
-    (``prim::PythonOp.<class name>``): this module's chunked and native Functions and mamba-ssm's
+    (``prim::PythonOp.<class name>``): this module's chunked, native and CUDA Functions and mamba-ssm's
     ``SelectiveScanFn``.
     The reference backend traces as a loop of elementwise ops and is not counted."""
-    names = ("SelectiveScanChunked", "SelectiveScanNative", "SelectiveScanFn")
+    names = ("SelectiveScanChunked", "SelectiveScanNative", "SelectiveScanCuda", "SelectiveScanFn")
     return {f"prim::PythonOp.{name}": _scan_flop_handle for name in names}
 
 
 __all__ = [
-    "BACKENDS", "DEFAULT_CHUNK", "SelectiveScanChunked", "SelectiveScanNative", "fvcore_handles", "resolve_backend",
-    "scan_flops", "selective_scan", "selective_scan_chunked", "selective_scan_native", "selective_scan_reference",
+    "BACKENDS", "DEFAULT_CHUNK", "INSTALL_HINT", "KERNEL_MODULE", "SelectiveScanChunked", "SelectiveScanCuda",
+    "SelectiveScanNative", "describe_backend", "fvcore_handles", "resolve_backend", "scan_flops", "selective_scan",
+    "selective_scan_chunked", "selective_scan_mamba", "selective_scan_native", "selective_scan_reference",
 ]

@@ -605,7 +605,7 @@ def training_curves_figure(metrics: Mapping[str, Any], out: str | Path) -> list[
     for color, run in zip(colors, runs):
         hist = run["history"]
         ax_loss.plot([h["epoch"] for h in hist], [h["loss"] for h in hist], color=color, label=f"seed {run['seed']}")
-        evals = [h for h in hist if "mAP" in h]
+        evals = [h for h in hist if h.get("mAP") is not None]  # evaluated epochs only
         ax_map.plot([h["epoch"] for h in evals], [h["mAP"] for h in evals], color=color, marker="o", markersize=3,
                     label=f"seed {run['seed']}")
         best = run.get("best")

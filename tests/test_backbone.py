@@ -175,6 +175,22 @@ def test_paper_timm_vit_and_its_weights(monkeypatch):
     assert time.perf_counter() - start < 1.0
 
 
+def test_timm_weights_errors_name_backbone_timm_pretrained(monkeypatch):
+    """The timm tower reads backbone.timm_pretrained: its errors must tell the user to set that field."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(backbone_module, "_cached_hf_file", lambda repo, filenames=(): None)
+    with pytest.raises(WeightsUnavailable) as err:
+        build_timm_tower("ViT-B-16-quickgelu", (256, 128), "orig_in21k_ft_in1k")
+    msg = str(err.value)
+    assert msg.startswith("backbone.timm_pretrained = 'orig_in21k_ft_in1k'")
+    assert "`backbone.timm_pretrained: /path/to/jx_vit_base_p16_224-80ecf9dd.pth`" in msg
+    assert "backbone.pretrained" not in msg
+    with pytest.raises(ValueError, match=r"^backbone.timm_pretrained = 'nonexistent' is neither a file nor"):
+        build_timm_tower("vit_tiny_patch16_224", (64, 32), "nonexistent")
+    with pytest.raises(ValueError, match=r"set backbone.timm_pretrained: null"):
+        build_timm_tower("mambapro-tiny", (128, 64), "/some/clip.pt")
+
+
 def test_timm_checkpoint_file_is_loaded_and_resized(tmp_path):
     torch.manual_seed(0)
     source = build_timm_tower("vit_tiny_patch16_224", (224, 224), None)  # 14 x 14 grid

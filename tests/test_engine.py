@@ -71,6 +71,8 @@ def tiny_cfg(root, preset="E", **sections):
             "train": {"epochs": 3, "warmup_epochs": 1, "eval_every": 1}}
     for k, v in sections.items():
         over.setdefault(k, {}).update(v)
+    train_over = over["train"]
+    train_over["warmup_epochs"] = min(train_over["warmup_epochs"], train_over["epochs"] - 1)  # config.validate
     return resolve_config("bare", preset, over)
 
 
@@ -105,7 +107,8 @@ def test_a_process_killed_with_sigkill_resumes_to_the_same_metrics(tiny_root, tm
     cfg = resolve_config("bare", "E", over)
     full = train(cfg, tmp_path / "full", seed=3, progress=False)
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "mambapro.engine", "--preset", "E", "--seed", "3", "--out", str(run), "--set",
+    cmd = [sys.executable, "-m", "mambapro.engine", "--profile", "bare", "--preset", "E", "--seed", "3", "--out",
+           str(run), "--set",
            *[f"{k}={json.dumps(v)}" for k, v in over.items()]]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -164,7 +167,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 
 @pytest.mark.slow
 def test_torchrun_with_two_gloo_processes_matches_one_process(tiny_root, tmp_path):
-    args = ["--profile", "default", "--preset", "E", "--seed", "0", "--set",
+    args = ["--profile", "bare", "--preset", "E", "--seed", "0", "--set",
             f'data.root="{tiny_root}"', "data.image_size=[32,16]", "data.batch_size=16", "train.epochs=2",
             "train.warmup_epochs=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -205,3 +208,200 @@ def test_merged_optimizer_trains_exactly_like_the_official_per_tensor_one(tiny_r
     monkeypatch.setattr(engine, "make_optimizer", lambda model, cfg: torch.optim.Adam(param_groups(model, cfg.train)))
     official = train(cfg, tmp_path / "official", seed=0, progress=False)  # one group per tensor, for-loop Adam
     assert _metrics(merged) == _metrics(official)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Paper scale on a GPU machine (CUDA is absent here: its calls are monkeypatched)
+
+import argparse  # noqa: E402
+
+import mambapro.engine as engine  # noqa: E402
+
+
+def test_torchrun_on_cuda_gives_each_process_its_own_gpu(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", torch.device(d))))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda b, **kw: calls.append(("init", b)))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert engine.resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert engine.resolve_device("auto") == engine.resolve_device("cuda") == torch.device("cuda", 1)
+    assert engine.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="LOCAL_RANK"):
+        engine.resolve_device("cuda:0")  # every process on one GPU
+    assert engine._maybe_init_distributed(torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("init", "nccl")]  # set_device before NCCL starts
+
+
+def test_autocast_only_with_amp_on_cuda(monkeypatch):
+    monkeypatch.setattr(torch, "autocast", lambda *a, **kw: ("autocast", a, kw))
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert engine._autocast(cuda, amp=True) == ("autocast", ("cuda",), {"dtype": torch.float16})
+    assert not isinstance(engine._autocast(cuda, amp=False), tuple)  # amp: false runs fp32 on CUDA too
+    assert not isinstance(engine._autocast(cpu, amp=True), tuple)
+
+
+def test_determinism_sets_the_cublas_workspace_and_turns_cudnn_benchmark_off(monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "x")  # monkeypatch restores the variable afterwards
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    engine.seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a user's own setting is kept
+    engine.seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+def test_weights_digest_is_computed_once_per_file_version(tmp_path):
+    import hashlib
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"a" * 1000)
+    cfg = resolve_config("bare", None, {"backbone": {"pretrained": str(weights)}})
+    first = weights_digest(cfg)
+    assert first == hashlib.sha256(b"a" * 1000).hexdigest()[:16]
+    stat = weights.stat()
+    weights.write_bytes(b"b" * 1000)  # same size, mtime put back: the cached digest stands (not re-read)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights_digest(cfg) == first
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # another version: hashed again
+    assert weights_digest(cfg) == hashlib.sha256(b"b" * 1000).hexdigest()[:16]
+
+
+def _tiny_weights(path, seed=0):
+    import open_clip
+
+    import mambapro.backbone  # noqa: F401  (registers mambapro-tiny with open_clip)
+
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model("mambapro-tiny", force_image_size=(32, 32)).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained_f(tiny_root, tmp_path_factory):
+    """Preset F (frozen tower from a weights file) trained for 2 epochs: (cfg, run folder, result)."""
+    tmp = tmp_path_factory.mktemp("pretrained_f")
+    cfg = tiny_cfg(tiny_root, "F", train={"epochs": 2}, backbone={"pretrained": str(_tiny_weights(tmp / "w.pt"))})
+    return cfg, tmp / "run", train(cfg, tmp / "run", seed=0, progress=False)
+
+
+def test_frozen_tower_checkpoints_keep_only_what_training_changes(pretrained_f):
+    cfg, run, result = pretrained_f
+    ckpt = load_checkpoint(run / "last.pt", cfg, seed=0)
+    model, _ = engine.restore_model(run / "last.pt", cfg)
+    full = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    assert not [k for k in ckpt["model"] if k.startswith("backbone.tower.")]  # the weights file restores those
+    assert trainable | buffers <= set(ckpt["model"]) and buffers
+    tower = sum(v.numel() for k, v in full.items() if k.startswith("backbone.tower."))
+    saved = sum(v.numel() for v in ckpt["model"].values())
+    assert saved == sum(v.numel() for v in full.values()) - tower
+    print(f"tiny F: checkpoint keeps {saved} of {saved + tower} model numbers")
+    # best.pt is for evaluation only; the last epoch's last.pt no longer needs Adam's moments (the run is over)
+    best = load_checkpoint(run / "best.pt", cfg)
+    assert "optimizer" not in best and "optimizer" not in ckpt and ckpt["epoch"] == 2
+    assert engine.evaluate_checkpoint(run / "best.pt", cfg)["full"]["mAP"] == result["best"]["mAP"]
+    assert _metrics(train(cfg, run, seed=0, progress=False)) == _metrics(result)  # a finished run "resumes" too
+
+
+def test_a_frozen_tower_run_resumes_exactly_from_a_partial_checkpoint(pretrained_f, tmp_path):
+    cfg, _, result = pretrained_f
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", seed=0, progress=False, stop_after_iters=4)
+    ckpt = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert ckpt["epoch"] == 1 and ckpt["optimizer"]["state"]  # mid-run: Adam's state is kept
+    assert _metrics(train(cfg, tmp_path / "killed", seed=0, progress=False)) == _metrics(result)
+
+
+def test_restoring_refuses_a_checkpoint_that_does_not_fit(pretrained_f, tmp_path):
+    cfg, run, _ = pretrained_f
+    ckpt = load_checkpoint(run / "best.pt")
+    lacking = {**ckpt, "model": {k: v for k, v in ckpt["model"].items() if not k.startswith("fuse_head.")}}
+    torch.save(lacking, tmp_path / "lacking.pt")
+    with pytest.raises(CheckpointMismatch, match=r"lacking.pt .*missing .*fuse_head"):
+        engine.restore_model(tmp_path / "lacking.pt", cfg)
+    extra = {**ckpt, "model": {**ckpt["model"], "extra.weight": torch.zeros(1)}}
+    torch.save(extra, tmp_path / "extra.pt")
+    with pytest.raises(CheckpointMismatch, match=r"unexpected .*extra.weight"):
+        engine.restore_model(tmp_path / "extra.pt", cfg)
+
+
+def test_full_fine_tuning_saves_the_whole_trainable_tower(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "G", train={"epochs": 1},
+                   backbone={"pretrained": str(_tiny_weights(tmp_path / "w.pt"))})
+    train(cfg, tmp_path / "run", seed=0, progress=False)
+    model, ckpt = engine.restore_model(tmp_path / "run" / "best.pt", cfg)
+    tower = {n for n, _ in model.named_parameters() if n.startswith("backbone.tower.")}
+    assert tower and tower <= set(ckpt["model"])
+
+
+def _poison_after(n_steps):
+    """make_optimizer whose ``n_steps``-th update leaves a NaN in a trainable parameter (and a finite loss)."""
+    real = engine.make_optimizer
+
+    def make(model, cfg):
+        opt, count = real(model, cfg), [0]
+        step = opt.step
+
+        def poisoned(*args, **kwargs):
+            out = step(*args, **kwargs)
+            count[0] += 1
+            if count[0] == n_steps:
+                with torch.no_grad():
+                    next(p for p in model.parameters() if p.requires_grad).view(-1)[0] = float("nan")
+            return out
+
+        opt.step = poisoned
+        return opt
+
+    return make
+
+
+def test_a_nan_from_an_epochs_last_update_is_never_saved(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_root, "C", train={"epochs": 2})  # 3 updates per epoch
+    monkeypatch.setattr(engine, "make_optimizer", _poison_after(6))
+    with pytest.raises(FloatingPointError,
+                       match=r"epoch 2, iteration 3 .*last good checkpoint .*last.pt \(epoch 1\) is kept"):
+        train(cfg, tmp_path / "run", seed=0, progress=False)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == 1
+    monkeypatch.undo()
+    assert train(cfg, tmp_path / "run", seed=0, progress=False)["history"][-1]["epoch"] == 2  # resumable
+
+
+def test_a_nan_before_any_checkpoint_says_there_is_none(tiny_root, tmp_path, monkeypatch):
+    cfg = tiny_cfg(tiny_root, "C", train={"epochs": 2})
+    monkeypatch.setattr(engine, "make_optimizer", _poison_after(3))
+    with pytest.raises(FloatingPointError, match=r"epoch 1, iteration 3 .*no checkpoint of this run"):
+        train(cfg, tmp_path / "run", seed=0, progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists() and not (tmp_path / "run" / "best.pt").exists()
+    bad = apply_overrides(cfg, {"train": {"base_lr": 1e30}})
+    monkeypatch.undo()
+    with pytest.raises(FloatingPointError, match=r"non-finite .*epoch 1.*no checkpoint of this run"):
+        train(bad, tmp_path / "bad", seed=0, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["empty", "junk", "pickle"])
+def test_unreadable_checkpoints_name_the_path_the_cause_and_the_fix(kind, tiny_root, tmp_path):
+    path = tmp_path / "run" / "last.pt"
+    path.parent.mkdir()
+    if kind == "pickle":  # a pickle weights_only refuses
+        torch.save({"config": argparse.Namespace(a=1)}, path)
+    else:
+        path.write_bytes(b"" if kind == "empty" else b"not a checkpoint\x00\x01")
+    cause = {"empty": "empty or truncated", "junk": "Unsupported operand", "pickle": "argparse.Namespace"}[kind]
+    with pytest.raises(engine.CheckpointError, match=rf"{path}.*{cause}.*delete {path.parent}") as err:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(err.value)
+    with pytest.raises(engine.CheckpointError, match=str(path)):  # a resume names it too
+        train(tiny_cfg(tiny_root, "C", train={"epochs": 1}), path.parent, seed=0, progress=False)

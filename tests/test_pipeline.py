@@ -72,7 +72,8 @@ def test_stale_profile_stages_and_bad_params_name_the_file_and_fix(tmp_path):
     text = (ROOT / "params.yaml").read_text()
     p = tmp_path / "params.yaml"
     p.write_text(text.replace("profile: default", "profile: rgbnt201"))
-    with pytest.raises(ConfigError, match=r"params.yaml: profile_stages .* python -m mambapro.pipeline use rgbnt201"):
+    stale = r"params.yaml: profile_stages .* `python -m mambapro.pipeline use rgbnt201`"
+    with pytest.raises(ConfigError, match=stale):
         load_params(p)
     assert use("rgbnt201", p) == {"proxy_clip": [], "dataset": ["rgbnt201"], "vehicle": []}  # no data/RGBNT100 here
     assert load_params(p)["profile"] == "rgbnt201" and "# the synthetic benchmark" in p.read_text()  # comments kept
@@ -106,8 +107,12 @@ def scratch(tmp_path) -> Path:
 
 
 def _dvc(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(work)}  # the scratch copy's package, not the installed one
-    return subprocess.run([*DVC, *args], cwd=work, capture_output=True, text=True, check=check, env=env)
+    env = {**os.environ, "PYTHONPATH": str(work),  # the scratch copy's package, not the installed one
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # stage commands run this `python`
+    result = subprocess.run([*DVC, *args], cwd=work, capture_output=True, text=True, env=env)
+    if check and result.returncode:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
 
 
 @pytest.mark.slow
@@ -145,7 +150,8 @@ def test_a_failing_training_stage_keeps_the_committed_results(scratch):
     run = scratch / "results" / "default" / "runs" / "F" / "seed0"
     before = {p.name: p.read_bytes() for p in run.iterdir()}
     result = _dvc(scratch, "repro", "--single-item", "train@F-0", check=False)
-    assert result.returncode != 0 and "does not exist" in result.stdout + result.stderr
+    assert result.returncode != 0, result.stdout
+    assert "dataset folder not found: data/synthetic/RGBNT201" in result.stderr, result.stderr[-3000:]
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     assert not [p for p in scratch.rglob("*tmp*") if ".git" not in p.parts and ".dvc" not in p.parts]
 

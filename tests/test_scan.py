@@ -18,6 +18,7 @@ import torch
 
 from mambapro import native_scan, scan
 from mambapro.scan import (
+    describe_backend,
     fvcore_handles,
     resolve_backend,
     scan_flops,
@@ -227,58 +228,147 @@ def test_bad_shapes_raise():
 
 
 @pytest.fixture
-def no_mamba(monkeypatch):
-    """mamba_ssm made unimportable (as on every CPU-only machine)."""
-    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
-    scan._mamba_scan.cache_clear()
+def no_kernel(monkeypatch):
+    """mamba-ssm's kernel module made unimportable (as on every CPU-only machine)."""
+    monkeypatch.setitem(sys.modules, scan.KERNEL_MODULE, None)
+    scan._cuda_kernel.cache_clear()
     yield
-    scan._mamba_scan.cache_clear()
+    scan._cuda_kernel.cache_clear()
+
+
+def make_fake_kernel(calls):
+    """A stand-in ``selective_scan_cuda`` computing with the reference scan, which asserts the real kernel's input
+    rules (selective_scan.cpp's TORCH_CHECKs) so the CPU tests check :class:`SelectiveScanCuda`'s marshalling."""
+    mod = types.ModuleType(scan.KERNEL_MODULE)
+    mod.__file__ = "/fake/selective_scan_cuda.so"
+
+    def check(u, delta, A, B, C, D, z, delta_bias):
+        it = u.dtype
+        assert it in (torch.float32, torch.float16, torch.bfloat16)
+        assert delta.dtype == B.dtype == C.dtype == it and (z is None or z.dtype == it)
+        assert B.dim() == C.dim() == 4 and B.shape[1] == C.shape[1] == 1  # one group
+        assert all(t.dtype == torch.float32 for t in (A, D, delta_bias) if t is not None)
+        assert all(t.stride(-1) == 1 for t in (u, delta, B, C, D, z, delta_bias) if t is not None)
+
+    def fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
+        calls.append("fwd")
+        check(u, delta, A, B, C, D, z, delta_bias)
+        out, out_z = (selective_scan_reference(u, delta, A, B[:, 0], C[:, 0], D, gate, delta_bias, softplus)
+                      for gate in (None, z))
+        return [out, torch.zeros(1), *([out_z] if z is not None else [])]
+
+    def bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz, softplus, recompute):
+        calls.append("bwd")
+        check(u, delta, A, B, C, D, z, delta_bias)
+        assert dout.dtype == u.dtype and dout.stride(-1) == 1 and (out is not None) == (z is not None)
+        leaves = [None if t is None else t.detach().requires_grad_() for t in (u, delta, A, B[:, 0], C[:, 0], D, z,
+                                                                                delta_bias)]
+        with torch.enable_grad():  # backward runs with grad mode off
+            y = selective_scan_reference(*leaves, delta_softplus=softplus)
+            grads = iter(torch.autograd.grad(y, [t for t in leaves if t is not None], dout))
+        du, dd, dA, dB, dC, dD, dz, db = (None if t is None else next(grads) for t in leaves)
+        return [du, dd, dA, dB.unsqueeze(1), dC.unsqueeze(1), dD, db, *([dz] if z is not None else [])]
+
+    mod.fwd, mod.bwd = fwd, bwd
+    return mod
 
 
 @pytest.fixture
-def fake_mamba(monkeypatch):
-    """A stand-in mamba_ssm whose selective_scan_fn is the reference scan (to test dispatch without a GPU)."""
+def fake_kernel(monkeypatch):
+    """The fake kernel importable as ``selective_scan_cuda``, and mamba_ssm itself broken (as when its transformers /
+    triton imports mismatch): the kernel must be found anyway."""
     calls = []
-
-    def fake_fn(*a, **k):
-        calls.append(a)
-        return selective_scan_reference(*a, **k)
-
-    pkg = types.ModuleType("mamba_ssm")
-    ops = types.ModuleType("mamba_ssm.ops")
-    iface = types.ModuleType("mamba_ssm.ops.selective_scan_interface")
-    iface.selective_scan_fn = fake_fn
-    for name, mod in (("mamba_ssm", pkg), ("mamba_ssm.ops", ops), ("mamba_ssm.ops.selective_scan_interface", iface)):
-        monkeypatch.setitem(sys.modules, name, mod)
-    pkg.ops, ops.selective_scan_interface = ops, iface
-    scan._mamba_scan.cache_clear()
+    monkeypatch.setitem(sys.modules, scan.KERNEL_MODULE, make_fake_kernel(calls))
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)
+    scan._cuda_kernel.cache_clear()
     yield calls
-    scan._mamba_scan.cache_clear()
+    scan._cuda_kernel.cache_clear()
 
 
 CPU_AUTO = "native" if native_scan.available() else "chunked"
 
 
-def test_auto_selects_native_or_chunked_on_cpu(no_mamba):
+def test_auto_selects_native_or_chunked_on_cpu(no_kernel):
     assert resolve_backend("auto", "cpu") == CPU_AUTO
-    assert resolve_backend("auto", "cuda") == "chunked"  # CUDA device but no mamba_ssm
+    assert resolve_backend("auto", "cuda") == "chunked"  # CUDA device but no kernel
     assert resolve_backend("reference", "cpu") == "reference"
 
 
-def test_auto_selects_cuda_kernel_when_available(fake_mamba):
+def test_auto_selects_cuda_kernel_without_importing_mamba_ssm(fake_kernel):
     assert resolve_backend("auto", "cuda") == "cuda"
     assert resolve_backend("auto", "cpu") == CPU_AUTO
     assert resolve_backend("cuda", "cuda:0") == "cuda"
+    assert describe_backend("auto", "cuda:0") == (
+        "selective scan: cuda (mamba-ssm CUDA kernel; requested 'auto' on cuda:0, /fake/selective_scan_cuda.so)")
 
 
-def test_cuda_request_without_cuda_is_a_clear_error(no_mamba, fake_mamba):
+def test_cuda_request_without_cuda_is_a_clear_error(fake_kernel):
     with pytest.raises(RuntimeError, match="scan_backend = 'cuda' needs CUDA tensors.*tensors are on cpu"):
         resolve_backend("cuda", "cpu")
 
 
-def test_cuda_request_without_mamba_names_the_import_error(no_mamba):
-    with pytest.raises(RuntimeError, match="mamba_ssm does not import"):
-        resolve_backend("cuda", "cuda")
+def test_cuda_request_without_kernel_names_it_the_import_error_and_the_fix(no_kernel):
+    for fn in (resolve_backend, describe_backend):
+        with pytest.raises(RuntimeError) as err:
+            fn("cuda", "cuda")
+        msg = str(err.value)
+        assert "'selective_scan_cuda', which does not import (ModuleNotFoundError: import of selective_scan_cuda" \
+            in msg
+        assert "bash tools/install_mamba_scan.sh" in msg
+
+
+def test_auto_fallback_on_cuda_is_described_with_the_import_error(no_kernel, caplog, monkeypatch):
+    monkeypatch.setattr(scan, "_logged", set())
+    line = describe_backend("auto", "cuda")
+    assert line.startswith("selective scan: chunked (pure PyTorch; requested 'auto' on cuda); fallback because "
+                           "mamba-ssm's kernel 'selective_scan_cuda' does not import (ModuleNotFoundError: ")
+    assert "tools/install_mamba_scan.sh" in line
+    with caplog.at_level(logging.INFO, logger="mambapro.scan"):
+        resolve_backend("auto", "cuda")
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING and "ModuleNotFoundError" in record.getMessage()
+    line = describe_backend("chunked", "cuda")
+    assert line == "selective scan: chunked (pure PyTorch; requested 'chunked' on cuda)"
+    assert describe_backend("auto", "cpu").startswith(f"selective scan: {CPU_AUTO} (")
+
+
+def test_import_error_text_is_recorded(monkeypatch):
+    """A kernel built against another torch fails with an OSError / ImportError at import: kept verbatim."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def failing(name, *a, **k):
+        if name == scan.KERNEL_MODULE:
+            raise ImportError("selective_scan_cuda.so: undefined symbol: _ZN3c104cuda9SetDevice")
+        return real_import(name, *a, **k)
+
+    monkeypatch.delitem(sys.modules, scan.KERNEL_MODULE, raising=False)
+    monkeypatch.setattr(builtins, "__import__", failing)
+    scan._cuda_kernel.cache_clear()
+    try:
+        assert "ImportError: selective_scan_cuda.so: undefined symbol" in describe_backend("auto", "cuda")
+    finally:
+        scan._cuda_kernel.cache_clear()
+
+
+@pytest.mark.parametrize("with_z", [False, True])
+def test_cuda_wrapper_meets_the_kernel_rules_and_matches_reference(fake_kernel, with_z):
+    """SelectiveScanCuda's casts / group dimension / contiguity, checked on the CPU against the fake kernel."""
+    args = make_inputs(2, 5, 4, 11, torch.float32, with_z=with_z)
+    y_ref, g_ref = run(selective_scan_reference, args, True)
+    y, g = run(scan.selective_scan_mamba, args, True)
+    assert fake_kernel == ["fwd", "bwd"]
+    torch.testing.assert_close(y, y_ref)
+    for name in g_ref:
+        torch.testing.assert_close(g[name], g_ref[name], rtol=1e-5, atol=1e-5)
+    # AMP-like mixed inputs: u fp32, Δ / B / C fp16, non-contiguous; outputs and gradients in the callers' dtypes
+    mixed = {k: v for k, v in make_inputs(2, 5, 4, 11, torch.float32).items()}
+    for k in ("delta", "B", "C"):
+        mixed[k] = mixed[k].detach().half().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
+    y, g = run(scan.selective_scan_mamba, mixed, True)
+    assert y.dtype == torch.float32 and {k: t.dtype for k, t in g.items()} == {k: v.dtype for k, v in mixed.items()
+                                                                               if v is not None}
 
 
 def test_unknown_backend():
@@ -298,18 +388,33 @@ def test_backend_choice_logged_once(caplog, monkeypatch):
 def test_importing_mambapro_never_imports_mamba_ssm():
     """With mamba_ssm unimportable (as on any CPU-only machine), importing the scan and the aggregators works."""
     code = ("import sys; sys.modules['mamba_ssm'] = None; import mambapro.scan, mambapro.aggregation; "
-            "print(mambapro.scan.resolve_backend('auto', 'cpu'))")
+            "assert 'selective_scan_cuda' not in sys.modules; print(mambapro.scan.resolve_backend('auto', 'cpu'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == CPU_AUTO
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA test below runs the kernel itself")
+@pytest.mark.parametrize("dtype, mixed", [(torch.float32, False), (torch.float16, False), (torch.float32, True),
+                                          (torch.bfloat16, False)])
+def test_built_kernel_accepts_the_wrappers_dtypes_on_a_machine_without_gpu(dtype, mixed):
+    """With the real kernel built (tools/install_mamba_scan.sh with TORCH_CUDA_ARCH_LIST) but no GPU: its argument
+    checks run in order, dtypes before devices, so CPU tensors reaching ``u.is_cuda()`` passed every dtype rule."""
+    pytest.importorskip(scan.KERNEL_MODULE)
+    scan._cuda_kernel.cache_clear()
+    args = make_inputs(2, 8, 4, 16, dtype, with_z=True)
+    if mixed:  # as under AMP: Δ, B, C in fp16, u in fp32
+        args.update({k: args[k].detach().half().requires_grad_() for k in ("delta", "B", "C")})
+    with pytest.raises(RuntimeError, match=r"Expected u.is_cuda\(\) to be true"):
+        scan.selective_scan_mamba(**args, delta_softplus=True)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_backend_matches_chunked_and_reference():
-    pytest.importorskip("mamba_ssm")
-    scan._mamba_scan.cache_clear()
+    pytest.importorskip(scan.KERNEL_MODULE)
+    scan._cuda_kernel.cache_clear()
     args = make_inputs(2, 64, 16, 300, torch.float32, delta_max=3.0, with_z=True)
     cuda_args = {k: (v.detach().cuda().requires_grad_() if v is not None else None) for k, v in args.items()}
     y_ref, g_ref = run(selective_scan_reference, args, True)
@@ -354,3 +459,19 @@ def test_fvcore_counts_the_traced_scan(with_d, with_z, backend):
     # the native Function leaves the SiLU(z) gate to autograd outside it, and fvcore counts no elementwise product
     assert analysis.total() == scan_flops(b, length, d, n, with_d, with_z and backend == "chunked")
     assert not any(k.startswith("prim::PythonOp") for k in analysis.unsupported_ops())
+
+
+def test_fvcore_counts_the_cuda_wrapper(fake_kernel):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+    class Wrapper(torch.nn.Module):
+        def forward(self, u, delta, A, B, C, D, z):
+            return scan.selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias=D, delta_softplus=True)
+
+    args = make_inputs(2, 6, 4, 10, torch.float32, with_z=True)
+    inputs = tuple(args[k].detach() for k in ("u", "delta", "A", "B", "C", "D", "z"))
+    analysis = FlopCountAnalysis(Wrapper(), inputs).set_op_handle(**fvcore_handles())
+    analysis.unsupported_ops_warnings(False)
+    assert analysis.total() == scan_flops(2, 10, 6, 4, True, True)

@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from mambapro.config import MODALITIES
 from mambapro.data.readers import DataError, ReIDDataset, Sample, read_dataset
 
-__all__ = ["ValidationSummary", "check_image", "validate_dataset", "validate_samples"]
+__all__ = ["ValidationSummary", "check_image", "make_rgbnt201_tree", "validate_dataset", "validate_samples"]
 
 REFETCH = "re-extract it from the dataset archive (or re-download it)"
 _PNG_END = b"IEND\xaeB`\x82"
