@@ -33,7 +33,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 from mambapro.config import MISSING_SETTINGS, Config, apply_overrides, resolve_config
-from mambapro.results import METRIC_KEYS, atomic_path, file_digest, write_text
+from mambapro.results import METRIC_KEYS, file_digest, save_torch, write_text
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,6 @@ def _autocast(device: torch.device, amp: bool):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
-
-
-def _save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, cfg: Config | None = None, seed: int | None = None) -> dict[str, Any]:
@@ -504,20 +499,22 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
             record.update(evaluate(model, data, cfg, device))
             if state["best"] is None or record["mAP"] > state["best"]["mAP"]:
                 state["best"] = {k: record[k] for k in ("epoch", *METRIC_KEYS)}
-                _save(_checkpoint(model, cfg, seed, epoch, state, digest, data), best_path)
+                save_torch(_checkpoint(model, cfg, seed, epoch, state, digest, data), best_path)
         state["history"].append(record)
         state["epoch"] = epoch
         if rank == 0:
             resume_state = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state()}
             if epoch < cfg.train.epochs:  # a finished run steps no more: Adam's moments would be dead weight
                 resume_state["optimizer"] = optimizer.state_dict()
-            _save(_checkpoint(model, cfg, seed, epoch, state, digest, data, resume_state), last_path)
+            save_torch(_checkpoint(model, cfg, seed, epoch, state, digest, data, resume_state), last_path)
             if live is not None:
                 for k, v in record.items():
                     if k != "epoch":
                         live.log_metric(k.replace("/", "_"), v)
                 live.next_step()
-            bar.set_postfix(loss=f"{record['loss']:.3f}", mAP=f"{record.get('mAP', float('nan')):.1f}")
+            evaluated = next((r for r in reversed(state["history"]) if "mAP" in r), None)  # the latest evaluation
+            bar.set_postfix(loss=f"{record['loss']:.3f}",
+                            **({"mAP": f"{evaluated['mAP']:.1f}@e{evaluated['epoch']}"} if evaluated else {}))
         if world > 1:
             dist.barrier()
 

@@ -29,12 +29,13 @@ def load_run(cfg: Config, run_dir: str | Path, seed: int):
     return model.eval(), build_data(cfg, seed)
 
 
-def _test_batch(data, n: int, seed: int) -> dict:
-    """``n`` test samples of distinct identities (deterministic), collated like a loader batch."""
+def _test_batch(data, n: int, seed: int, distinct: bool = True) -> dict:
+    """``n`` test samples (deterministic): of distinct identities, or any (``distinct=False``, for statistics over
+    more samples than the test set has identities), collated like a loader batch."""
     pids = data.test_meta["pids"]
     rng = np.random.default_rng(seed)
-    firsts = [int(np.flatnonzero(pids == p)[0]) for p in np.unique(pids)]
-    picks = sorted(rng.choice(firsts, size=min(n, len(firsts)), replace=False).tolist())
+    pool = [int(np.flatnonzero(pids == p)[0]) for p in np.unique(pids)] if distinct else range(len(pids))
+    picks = sorted(rng.choice(list(pool), size=min(n, len(pool)), replace=False).tolist())
     items = [data.test_loader.dataset[i] for i in picks]
     return {"images": {m: torch.stack([it["images"][m] for it in items]) for m in items[0]["images"]},
             "camid": torch.tensor([it["camid"] for it in items]), "pid": torch.tensor([it["pid"] for it in items])}
@@ -96,13 +97,13 @@ def alignment(model, data, out: Path, seed: int) -> list[Path]:
 def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: int = 4,
             share_samples: int = 64) -> list[Path]:
     """Figs. 10 / 11: centred Grad-CAM of the post-MA tokens of ``samples`` test identities, and the share of
-    non-constant maps per modality over ``share_samples`` test identities (``<name>_share.json``)."""
+    non-constant maps per modality over ``share_samples`` test samples (``<name>_share.json``)."""
     b = _test_batch(data, samples, seed)
     maps = viz.gradcam_maps(model, b["images"], b["camid"])
     labels = [f"id {int(p)}" for p in b["pid"]]
     written = viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels,
                                  title=f"{title} (centred Grad-CAM of $f_{{ir}}^M$)")
-    many = _test_batch(data, share_samples, seed)
+    many = _test_batch(data, share_samples, seed, distinct=False)
     share = viz.nonconstant_share(viz.gradcam_maps(model, many["images"], many["camid"]))
     print(f"{name}: share of non-constant Grad-CAM maps per modality over {len(many['pid'])} samples: {share}")
     return written + [results.write_json(out / f"{name}_share.json", {"samples": len(many["pid"]), "share": share})]

@@ -25,7 +25,7 @@ def dataset_folder(cfg: Config) -> Path:
 
 
 def profile_stages(profile: str, root: str | Path = ".") -> dict[str, list[str]]:
-    """The profile-specific stages of ``profile`` (see the module docstring); a paper profile's vehicle runs need
+    """The profile-specific stages of ``profile`` (:mod:`mambapro.pipeline`); a paper profile's vehicle runs need
     their dataset present under ``root``."""
     pipe = profile_entry(profile)["pipeline"]
     vehicle = pipe.get("vehicle")
@@ -44,6 +44,15 @@ def _digest_files(folder: Path, content: bool) -> dict[str, Any]:
         digest.update(path.read_bytes() if content else str(path.stat().st_size).encode())
         count += 1
     return {"folder": str(folder), "files": count, "sha256": digest.hexdigest()}
+
+
+def _weights_record(path: Path) -> dict[str, str]:
+    """A state dict's content digest (stable when the proxy CLIP is re-trained to the same weights), else the file's
+    md5 (OpenAI's TorchScript archive, which does not change)."""
+    try:
+        return {"tensors_sha256": results.tensors_digest(path)}
+    except Exception:  # not a plain state dict
+        return {"md5": results.file_digest(path, "md5")}
 
 
 def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
@@ -70,7 +79,7 @@ def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
             raise FileNotFoundError(f"profile {name}: backbone.pretrained = {weights} does not exist; fetch OpenAI's "
                                     "ViT-B-16.pt (README, 'Paper scale') and put it there")
         if weights:
-            record["weights"][weights] = {"md5": results.file_digest(root / weights, "md5")}  # as DVC records a file
+            record["weights"][weights] = _weights_record(root / weights)
     results.write_json(results.inputs_path(profile, root), record)
     return record
 

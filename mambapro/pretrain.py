@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 import mambapro.backbone  # noqa: F401  (registers the tiny model configs with open_clip)
 from mambapro.data.synthetic import read_caption_set
-from mambapro.results import atomic_path, write_json
+from mambapro.results import save_torch, write_json
 
 
 class _CaptionDataset(torch.utils.data.Dataset):
@@ -84,8 +84,7 @@ def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny"
     report = zero_shot_report(model, tokenizer, read_caption_set(data_root, "val"), image_size)
     report.update({"arch": arch, "image_size": list(image_size), "epochs": epochs, "train_images": len(train_set),
                    "loss_history": history})
-    with atomic_path(out) as tmp:
-        torch.save(model.state_dict(), tmp)
+    save_torch(model.state_dict(), out)
     return report
 
 

@@ -117,6 +117,30 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=1))
 
 
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` atomically, through a file object: the archive's inner folder is then always ``archive``
+    (from a path torch names it after the file, here a random temporary name, and the bytes would differ)."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def tensors_digest(path: str | Path) -> str:
+    """SHA-256 of a saved state dict's content (names, dtypes, shapes, values): equal for equal weights, unlike
+    the file's bytes, which hold a random serialization id on every ``torch.save``."""
+    import torch
+
+    digest = hashlib.sha256()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name in sorted(state):
+        t = state[name].contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, computed once per process for a given path, size, mtime and algorithm."""
     stat = os.stat(path)

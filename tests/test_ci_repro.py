@@ -2,6 +2,7 @@
 (stand-in python and dvc record what the workers run)."""
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,6 +22,7 @@ FAKE_DVC = r"""#!/usr/bin/env bash
 if [ "$1 $2" = "stage list" ]; then printf '%s\n' proxy_clip@default train@A-0 train@A-1 train@F-0 train@F-1 \
   evaluate@F; exit 0; fi
 echo "dvc $* gpu=${CUDA_VISIBLE_DEVICES:-none}" >> "$LOG"
+echo "Running stage '${!#}':"
 """
 
 
@@ -37,14 +39,22 @@ def test_training_workers_follow_the_gpus(tmp_path, gpus):
     log = tmp_path / "log"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "GPUS": str(gpus)}
     env.pop("JOBS", None)
-    subprocess.run([".ci/repro"], cwd=work, env=env, check=True, capture_output=True, timeout=60)
+    out = subprocess.run([".ci/repro"], cwd=work, env=env, check=True, capture_output=True, text=True,
+                         timeout=60).stdout.splitlines()
     calls = log.read_text().splitlines()
     trains = sorted(c for c in calls if "--single-item" in c)
-    if gpus:  # two workers, stages split round-robin, each worker on its own device
-        assert trains == ["dvc repro --single-item train@A-0 train@F-0 gpu=0",
-                          "dvc repro --single-item train@A-1 train@F-1 gpu=1"]
+    workers = {line.split("]")[0] for line in out if line.startswith("[worker ")}
+    if gpus:  # two workers, stages split round-robin, one `dvc repro` per stage, each worker on its own device
+        assert trains == ["dvc repro --single-item train@A-0 gpu=0", "dvc repro --single-item train@A-1 gpu=1",
+                          "dvc repro --single-item train@F-0 gpu=0", "dvc repro --single-item train@F-1 gpu=1"]
+        assert workers == {"[worker 0", "[worker 1"}
     else:
         plain = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
         cores = int(subprocess.run(["nproc"], capture_output=True, text=True, env=plain).stdout)
-        assert len(trains) == min(cores, 4) and all(c.endswith("gpu=none") for c in trains)
+        assert len(trains) == 4 and all(c.endswith("gpu=none") for c in trains)
+        assert len(workers) == min(cores, 4)
+    # one overall progress line per finished training stage
+    progress = [line for line in out if line.startswith("stage ")]
+    assert [line.split(",")[0] for line in progress] == [f"stage {k} / 4" for k in range(1, 5)]
+    assert all(re.search(r", elapsed \d+:\d\d, ETA \d+:\d\d \(train@[AF]-[01] ran\)$", line) for line in progress)
     assert calls[0].startswith("dvc repro proxy_clip@default") and calls[-1].startswith("dvc repro gpu=")
