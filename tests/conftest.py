@@ -12,3 +12,20 @@ def model_paper_tower():
     from mambapro.complexity import paper_tower
 
     return paper_tower()
+
+
+@pytest.fixture()
+def stand_in_commands(tmp_path):
+    """``stand_in_commands(name=script, ...)`` -> an environment whose PATH puts these shell scripts first and whose
+    ``$LOG`` names a file they may append to (returned as ``env["LOG"]``)."""
+    import os
+
+    def make(**scripts: str) -> dict[str, str]:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        for name, text in scripts.items():
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+        return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
+
+    return make

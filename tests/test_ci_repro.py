@@ -27,17 +27,12 @@ echo "Running stage '${!#}':"
 
 
 @pytest.mark.parametrize("gpus", [0, 2])
-def test_training_workers_follow_the_gpus(tmp_path, gpus):
+def test_training_workers_follow_the_gpus(tmp_path, gpus, stand_in_commands):
     work = tmp_path / "repo"
     (work / ".ci").mkdir(parents=True)
     shutil.copy(ROOT / ".ci" / "repro", work / ".ci" / "repro")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("python", FAKE_PYTHON), ("dvc", FAKE_DVC)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
+    env = {**stand_in_commands(python=FAKE_PYTHON, dvc=FAKE_DVC), "GPUS": str(gpus)}
     log = tmp_path / "log"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log), "GPUS": str(gpus)}
     env.pop("JOBS", None)
     out = subprocess.run([".ci/repro"], cwd=work, env=env, check=True, capture_output=True, text=True,
                          timeout=60).stdout.splitlines()

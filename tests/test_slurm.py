@@ -1,6 +1,5 @@
 """tools/slurm: one array task per training stage, then one final `dvc repro` (stand-in sbatch and dvc)."""
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,16 +34,11 @@ echo "dvc $*" >> "$LOG"
 """
 
 
-def test_submit_runs_each_training_stage_in_its_own_task_then_the_rest(tmp_path):
+def test_submit_runs_each_training_stage_in_its_own_task_then_the_rest(tmp_path, stand_in_commands):
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "tools", work / "tools")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("dvc", FAKE_DVC)):
-        (bin_dir / name).write_text(text)
-        (bin_dir / name).chmod(0o755)
+    env = stand_in_commands(sbatch=FAKE_SBATCH, dvc=FAKE_DVC)
     log = tmp_path / "log"
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log)}
     out = subprocess.run(["tools/slurm/submit.sh", "--partition", "gpu"], cwd=work, env=env, capture_output=True,
                          text=True, check=True).stdout
     assert "submitted 3 training tasks" in out

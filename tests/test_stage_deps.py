@@ -106,3 +106,11 @@ def test_training_stages_depend_on_their_own_preset_and_profile_only():
         assert files["mambapro/presets.yaml"] == ["${item.preset}"]
         assert len(files["mambapro/profiles.yaml"]) == 1
         assert "seeds" not in params  # adding a seed re-runs no old stage
+
+
+def test_the_package_has_no_import_cycle():
+    """Arrows point down: no module of mambapro imports (at any depth, lazily or not) one that imports it back."""
+    modules = {str(p.relative_to(ROOT)) for p in (ROOT / "mambapro").rglob("*.py")}
+    reach = {m: closure([m]) - {m, "mambapro/__init__.py", "mambapro/data/__init__.py"} for m in modules}
+    cycles = sorted((a, b) for a in modules for b in reach[a] if b in modules and a in reach[b] and a < b)
+    assert not cycles, cycles
