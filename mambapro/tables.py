@@ -17,7 +17,10 @@ of each run in ``metrics.json`` (maximum over seeds), otherwise "not measured". 
 (preset F) beside the paper's rows, each row marked with its source.  Also: a missing-modality table (six settings +
 full), a re-ranking table, a paper-vs-ours table of every complexity number, and the data of the Fig. 8 / Fig. 9
 curves.  A run that a table needs and that is missing stops everything before any file is written (the error names
-the preset and the path expected).
+the preset and the path expected), unless the build is *partial* (``partial=True``, ``--partial``: smoke tests
+that train a few presets only): rows without runs then say "not run", the missing-modality and re-ranking tables
+are left out when ``evaluation/F.json`` is missing, and ``runs.{csv,md}`` lists every run the tables need with its
+seeds or "not run".
 
 ``python -m mambapro.tables <profile>`` builds all of them into ``results/<profile>/tables``.
 """
@@ -58,6 +61,7 @@ OURS_PRESET = "F"  # the full model: Tables 1, 2, 7, the missing-modality and re
 MEMORY_KEY = "peak_gpu_memory_gb"  # optional, per run in metrics.json, written where a GPU measured it
 NOT_MEASURED = "not measured"
 NOT_COMPUTED = "not in complexity.csv"
+NOT_RUN = "not run"  # a partial build's rows without runs
 MODALITY_NAMES = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
 QUANTITIES = {"params": "params_M", "params_M": "params_M", "flops": "flops_G", "flops_G": "flops_G"}
 COMPLEXITY_COLUMNS = ("table", "row", "quantity", "ours", "paper")
@@ -144,6 +148,21 @@ def evaluation_stat(evaluation: dict[str, Any], setting: str, metric: str) -> tu
     return float(evaluation["mean"][setting][metric]), math.nan
 
 
+def _run(metrics: dict[str, dict | None] | None, results: str | Path, preset: str) -> dict | None:
+    """``preset``'s runs: ``metrics[preset]`` when given (None: not run, in a partial build), else loaded."""
+    if metrics is not None and preset in metrics:
+        return metrics[preset]
+    return load_metrics(results, preset)
+
+
+def _partial_note(presets: Iterable[str]) -> list[str]:
+    missing = list(dict.fromkeys(presets))
+    if not missing:
+        return []
+    return [f"Partial build: no runs of preset(s) {', '.join(missing)}; their rows say '{NOT_RUN}' (runs.md lists "
+            "every run these tables need)."]
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -224,14 +243,20 @@ def ablation_table(name: str, results: str | Path, complexity: dict, profile: st
         columns += [f"{which}_{m}_{s}" for m in METRICS for s in ("mean", "std")]
     columns += [f"ours_{q}" for q in quantities] + ["ours_mem_GB"] + [f"paper_{c}" for c in paper_cols]
 
-    rows, perf_md, cost_md = [], [], []
+    rows, perf_md, cost_md, not_run = [], [], [], []
     for label, preset in rows_spec:
-        run = metrics.get(preset) or load_metrics(results, preset)
+        run = _run(metrics, results, preset)
         paper_row = paper.row(label) if label in paper.labels else {}
-        row: dict[str, Any] = {"row": label, "preset": preset, "seeds": num_seeds(run)}
-        perf = [label, preset, str(num_seeds(run))]
+        row: dict[str, Any] = {"row": label, "preset": preset, "seeds": 0 if run is None else num_seeds(run)}
+        perf = [label, preset, str(row["seeds"])]
+        if run is None:
+            not_run.append(preset)
         for which in WHICH:
             for m in METRICS:
+                if run is None:
+                    row[f"{which}_{m}_mean"] = row[f"{which}_{m}_std"] = None
+                    perf.append(NOT_RUN)
+                    continue
                 mean, std = stat(run, which, m)
                 row[f"{which}_{m}_mean"], row[f"{which}_{m}_std"] = round(mean, 4), round(std, 4)
                 perf.append(fmt_stat(mean, std))
@@ -243,9 +268,9 @@ def ablation_table(name: str, results: str | Path, complexity: dict, profile: st
             cost += [NOT_COMPUTED if entry is None else fmt(entry["ours"], 2)]
             if q in paper_cols:
                 cost.append(fmt(paper_row.get(q), 2))
-        mem = gpu_memory(run)
-        row["ours_mem_GB"] = mem if mem is not None else NOT_MEASURED
-        cost.append(fmt(mem, 2) if mem is not None else NOT_MEASURED)
+        mem = None if run is None else gpu_memory(run)
+        row["ours_mem_GB"] = mem if mem is not None else NOT_RUN if run is None else NOT_MEASURED
+        cost.append(fmt(mem, 2) if mem is not None else row["ours_mem_GB"])
         if "mem_GB" in paper_cols:
             cost.append(fmt(paper_row.get("mem_GB"), 2))
         for c in paper_cols:
@@ -277,6 +302,7 @@ def ablation_table(name: str, results: str | Path, complexity: dict, profile: st
         table.notes.append(f"Params / FLOPs: `complexity.csv` ({_complexity_convention(ctable)}).")
     table.notes.append(f"Mem: peak GPU memory of training where a GPU measured it ('{MEMORY_KEY}' in metrics.json); "
                        f"'{NOT_MEASURED}' otherwise.")
+    table.notes += _partial_note(not_run)
     return table
 
 
@@ -305,18 +331,20 @@ def comparison_table(name: str, results: str | Path, complexity: dict, profile: 
     """Table 1, 2 or 7: the paper's rows (source: paper.md) and our full model (preset F, last and best epoch)
     placed in the columns of the dataset it was trained on."""
     paper = paper_table(name)
-    run = (metrics or {}).get(OURS_PRESET) or load_metrics(results, OURS_PRESET)
-    dataset = _our_dataset(run)
+    run = _run(metrics, results, OURS_PRESET)
+    dataset = None if run is None else _our_dataset(run)
     params = complexity.get(("table3", OURS_PRESET, "params_M"))
     rows = [{"method": label, "source": paper.source, **dict(zip(paper.columns, values))}
             for label, values in paper.rows]
-    src = f"{metrics_path(results, OURS_PRESET)} (profile {profile}, {dataset})"
+    src = f"{metrics_path(results, OURS_PRESET)} (profile {profile}, {dataset or NOT_RUN})"
     for which in WHICH:
         row = {"method": f"Ours: MambaPro, {WHICH[which]}", "source": src}
         for col in paper.columns:
             ds, _, metric = col.rpartition("/")
             if col == "params_M":
                 row[col] = None if params is None else params["ours"]
+            elif run is None and metric in METRICS:
+                row[col] = NOT_RUN
             elif metric in METRICS and (not ds and paper.dataset == dataset or ds == dataset):
                 row[col] = stat(run, which, metric)
             else:
@@ -337,14 +365,17 @@ def comparison_table(name: str, results: str | Path, complexity: dict, profile: 
         flat = {"method": row["method"], "source": row["source"]}
         for c in paper.columns:
             v = row[c]
-            flat[c] = round(v[0], 4) if isinstance(v, tuple) else v
+            flat[c] = round(v[0], 4) if isinstance(v, tuple) else None if v == NOT_RUN else v
             flat[f"{c} std"] = round(v[1], 4) if isinstance(v, tuple) else None
         csv_rows.append(flat)
     csv_cols = ["method", "source"] + [x for c in paper.columns for x in (c, f"{c} std")]
+    ours = NOT_RUN if run is None else f"mean ± std over {num_seeds(run)} seeds"
     table = Table(name, f"{name.replace('table', 'Table ')}: {paper.caption}", csv_cols, csv_rows,
-                  [(f"Paper rows ({paper.source}) and ours (mean ± std over {num_seeds(run)} seeds)", header, md)])
+                  [(f"Paper rows ({paper.source}) and ours ({ours})", header, md)])
     table.notes += _protocol_notes(profile, paper)
-    if paper.dataset != dataset and dataset not in paper.dataset:
+    if run is None:
+        table.notes += _partial_note([OURS_PRESET])
+    elif paper.dataset != dataset and dataset not in paper.dataset:
         table.notes.append(f"Our run is on {dataset}, which this table does not report: our metric cells are empty.")
     if "params_M" in paper.columns:
         table.notes.append("Our Params: trainable parameters of the added modules at paper scale (complexity.csv, "
@@ -420,16 +451,18 @@ def complexity_comparison_table(complexity: dict) -> Table:
 
 def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """One Fig. 8 / Fig. 9 curve (a ``fig8_*`` / ``fig9*`` key of TABLES): per point its label, preset, number of
-    seeds and ``<which>_<metric>_mean`` / ``_std`` for which in last, best and metric in mAP, R-1/5/10."""
+    seeds and ``<which>_<metric>_mean`` / ``_std`` for which in last, best and metric in mAP, R-1/5/10 (None, with
+    0 seeds, for a point that ``metrics`` marks as not run)."""
     if key not in CURVE_KEYS:
         raise KeyError(f"no curve {key!r}; curves: {', '.join(CURVE_KEYS)}")
     out = []
     for label, preset in TABLES[key]:
-        run = (metrics or {}).get(preset) or load_metrics(results, preset)
-        point = {"label": label, "preset": preset, "seeds": num_seeds(run)}
+        run = _run(metrics, results, preset)
+        point = {"label": label, "preset": preset, "seeds": 0 if run is None else num_seeds(run)}
         for which in WHICH:
             for m in METRICS:
-                point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = stat(run, which, m)
+                point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = \
+                    (None, None) if run is None else stat(run, which, m)
         out.append(point)
     return out
 
@@ -437,11 +470,13 @@ def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = 
 def curve_table(key: str, points: list[dict[str, Any]]) -> Table:
     columns = list(points[0])
     md = [[p["label"], p["preset"], str(p["seeds"])]
-          + [fmt_stat(p[f"{w}_{m}_mean"], p[f"{w}_{m}_std"]) for w in WHICH for m in ("mAP", "R1")] for p in points]
+          + [NOT_RUN if p[f"{w}_{m}_mean"] is None else fmt_stat(p[f"{w}_{m}_mean"], p[f"{w}_{m}_std"])
+             for w in WHICH for m in ("mAP", "R1")] for p in points]
     header = ["Value", "Preset", "Seeds", "mAP (last)", "R-1 (last)", "mAP (best)", "R-1 (best)"]
     return Table(key, f"{key}: data of the paper's {'Fig. 8' if key.startswith('fig8') else 'Fig. 9'} curve",
                  columns, points, [("", header, md)],
-                 ["best = best epoch on test (paper protocol); the paper prints only the figure."])
+                 ["best = best epoch on test (paper protocol); the paper prints only the figure.",
+                  *_partial_note(p["preset"] for p in points if p["seeds"] == 0)])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -455,9 +490,11 @@ def needed_presets() -> list[str]:
     return list(dict.fromkeys(presets))
 
 
-def check_results(results: str | Path, profile: str | None) -> tuple[str, dict[str, dict]]:
+def check_results(results: str | Path, profile: str | None, partial: bool = False
+                  ) -> tuple[str, dict[str, dict | None]]:
     """Load every needed run; raise one error listing all missing files (preset and path) or profile clashes.
-    Returns the profile and {preset: metrics}."""
+    Returns the profile and {preset: metrics}.  ``partial``: missing runs and evaluation are no error (a missing
+    run's preset maps to None), as long as one run exists."""
     results = Path(results)
     presets = needed_presets()
     missing = [p for p in presets if not seed_metrics_files(results, p)]
@@ -465,12 +502,12 @@ def check_results(results: str | Path, profile: str | None) -> tuple[str, dict[s
         missing_eval = [f"evaluation of preset {OURS_PRESET!r}: expected {evaluation_path(results, OURS_PRESET)}"]
     else:
         missing_eval = []
-    if missing or missing_eval:
+    if (missing or missing_eval) and (not partial or len(missing) == len(presets)):
         lines = [f"preset {p!r}: expected {metrics_path(results, p)}" for p in missing] + missing_eval
         raise MissingResultError("cannot build the tables, results missing:\n  " + "\n  ".join(lines))
-    metrics = {p: load_metrics(results, p) for p in presets}
-    profiles = {p: m.get("profile") for p, m in metrics.items()}
-    wanted = profile or profiles[OURS_PRESET]
+    metrics = {p: None if p in missing else load_metrics(results, p) for p in presets}
+    profiles = {p: m.get("profile") for p, m in metrics.items() if m is not None}
+    wanted = profile or profiles.get(OURS_PRESET) or next(iter(profiles.values()))
     clash = {p: v for p, v in profiles.items() if v != wanted}
     if clash:
         detail = ", ".join(f"{p} ({metrics_path(results, p)}): {v!r}" for p, v in clash.items())
@@ -480,18 +517,38 @@ def check_results(results: str | Path, profile: str | None) -> tuple[str, dict[s
 
 
 def build_tables(results: str | Path, profile: str | None = None,
-                 complexity_file: str | Path | None = None) -> list[Table]:
-    """Every table (checks every input first)."""
+                 complexity_file: str | Path | None = None, partial: bool = False) -> list[Table]:
+    """Every table (checks every input first).  ``partial``: see the module docstring (adds the ``runs`` table)."""
     results = Path(results)
-    profile, metrics = check_results(results, profile)
+    profile, metrics = check_results(results, profile, partial)
     complexity = load_complexity(complexity_file or results / "complexity.csv")
-    evaluation = load_evaluation(results)
+    evaluated = evaluation_path(results, OURS_PRESET).is_file()
     names = list(ABLATION_TABLES) + (["table12"] if profile in VEHICLE_PROFILES else [])
     tables = [ablation_table(n, results, complexity, profile, metrics) for n in names]
     tables += [comparison_table(n, results, complexity, profile, metrics) for n in ("table1", "table2", "table7")]
-    tables += [missing_modality_table(evaluation), rerank_table(evaluation), complexity_comparison_table(complexity)]
+    if evaluated or not partial:
+        evaluation = load_evaluation(results)
+        tables += [missing_modality_table(evaluation), rerank_table(evaluation)]
+    tables += [complexity_comparison_table(complexity)]
     tables += [curve_table(k, curve_data(k, results, metrics)) for k in CURVE_KEYS]
+    if partial:
+        tables.append(runs_table(results, metrics, evaluated))
     return tables
+
+
+def runs_table(results: str | Path, metrics: dict[str, dict | None], evaluated: bool | None = None) -> Table:
+    """A partial build's run list: every run the tables need with its seeds or "not run", and (unless
+    ``evaluated`` is None) whether preset F's missing-modality / re-ranking evaluation exists."""
+    rows = [{"run": f"train {p}", "seeds": NOT_RUN if m is None else " ".join(map(str, m["summary"]["seeds"])),
+             "path": str(metrics_path(results, p))} for p, m in metrics.items()]
+    if evaluated is not None:
+        rows.append({"run": f"evaluate {OURS_PRESET}", "seeds": "all" if evaluated else NOT_RUN,
+                     "path": str(evaluation_path(results, OURS_PRESET))})
+    absent = sum(r["seeds"] == NOT_RUN for r in rows)
+    return Table("runs", "Runs behind these tables (partial build)", ["run", "seeds", "path"], rows,
+                 [("", ["Run", "Seeds", "Expected at"], [[r["run"], r["seeds"], r["path"]] for r in rows])],
+                 [f"Partial build: {len(rows) - absent} of {len(rows)} runs present; the table rows of the others "
+                  f"say '{NOT_RUN}', and the missing-modality and re-ranking tables need the evaluation."])
 
 
 def write_tables(tables: Iterable[Table], out: str | Path) -> list[Path]:
@@ -503,36 +560,41 @@ def write_tables(tables: Iterable[Table], out: str | Path) -> list[Path]:
 
 
 def build_all_tables(results: str | Path, out: str | Path, profile: str | None = None,
-                     complexity_file: str | Path | None = None) -> list[Path]:
+                     complexity_file: str | Path | None = None, partial: bool = False) -> list[Path]:
     """Build every table from a results folder and write ``<name>.csv`` and ``<name>.md`` under ``out``; returns
-    the paths.  Nothing is written if any input is missing."""
-    return write_tables(build_tables(results, profile, complexity_file), out)
+    the paths.  Nothing is written if any input is missing (unless ``partial``)."""
+    return write_tables(build_tables(results, profile, complexity_file, partial), out)
 
 
-def build_profile_tables(profile: str, root: str | Path = ".") -> list[Path]:
+def build_profile_tables(profile: str, root: str | Path = ".", partial: bool = False) -> list[Path]:
     """The tables of ``profile``'s runs, ``results/<profile>/tables/`` (complexity: ``results/complexity.csv``)."""
     folder = results_dir(profile, root)
-    return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv")
+    return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv", partial)
 
 
-def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = ".") -> list[Path]:
+def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = ".", partial: bool = False
+                         ) -> list[Path]:
     """Table 12 from the vehicle runs of person profile ``profile`` (trained under ``vehicle_profile``), into
-    ``results/<profile>/vehicle/tables/``."""
+    ``results/<profile>/vehicle/tables/``; ``partial``: rows without runs say "not run", plus ``runs``."""
     folder = results_dir(vehicle_namespace(profile), root)
     complexity = load_complexity(Path(root) / "results" / "complexity.csv")
-    presets = [p for _, p in TABLES["table12"]]
-    missing = [f"preset {p!r}: expected {metrics_path(folder, p)}" for p in presets
-               if not seed_metrics_files(folder, p)]
-    if missing:
+    presets = list(dict.fromkeys(p for _, p in TABLES["table12"]))
+    absent = [p for p in presets if not seed_metrics_files(folder, p)]
+    if absent and (not partial or len(absent) == len(presets)):
+        missing = [f"preset {p!r}: expected {metrics_path(folder, p)}" for p in absent]
         raise MissingResultError("cannot build Table 12, vehicle runs missing:\n  " + "\n  ".join(missing))
-    return write_tables([ablation_table("table12", folder, complexity, vehicle_profile)], folder / "tables")
+    metrics = {p: None if p in absent else load_metrics(folder, p) for p in presets}
+    tables = [ablation_table("table12", folder, complexity, vehicle_profile, metrics)]
+    return write_tables(tables + ([runs_table(folder, metrics)] if partial else []), folder / "tables")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("profile", help="the profile whose runs (results/<profile>/runs) the tables summarise")
+    parser.add_argument("--partial", action="store_true",
+                        help='write the rows of runs that do not exist as "not run" instead of stopping')
     args = parser.parse_args(argv)
-    written = build_profile_tables(args.profile)
+    written = build_profile_tables(args.profile, partial=args.partial)
     print(f"wrote {len(written)} files to {results_dir(args.profile) / 'tables'}")
 
 

@@ -120,6 +120,7 @@ def write_fake_results(root: Path, profile: str = "default", dataset: str = "RGB
     settings = ["full", *[f"missing_{k}" for k in ("r", "n", "t", "rn", "rt", "nt")], "rerank"]
     per_seed = {str(s): {st: {k: 50.0 + j + s for k in ("mAP", "R1", "R5", "R10", "mINP")}
                          for j, st in enumerate(settings)} for s in (0, 1)}
+    (root / "evaluation").mkdir(parents=True, exist_ok=True)
     (root / "evaluation" / "F.json").write_text(json.dumps({"preset": "F", "per_seed": per_seed}))
     rows = [("table3", "F", "F", "params", 74.174976, 74.20), ("table3", "B", "B", "params", 86.14, 86.14),
             ("table4", "CLIP(L) + IP", "prompt-ip", "flops", 0.09, 0.09),
@@ -273,8 +274,80 @@ def test_complexity_csv_read_defensively(tmp_path):
         tables.load_complexity(tmp_path / "nope.csv")
 
 
-def test_cli(tmp_path, capsys):
-    root = write_fake_results(tmp_path)
-    tables.main(["--results", str(root), "--out", str(tmp_path / "t")])
+def test_cli(tmp_path, capsys, monkeypatch):
+    root = write_fake_results(tmp_path / "results" / "default")
+    (root / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")  # profile-independent
+    monkeypatch.chdir(tmp_path)
+    tables.main(["default"])
     assert "wrote" in capsys.readouterr().out
-    assert (tmp_path / "t" / "table9.md").read_text().startswith("# Table 9:")
+    assert (root / "tables" / "table9.md").read_text().startswith("# Table 9:")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Partial builds (smoke tests that train a few presets only, e.g. .ci/paper_smoke)
+
+
+def test_partial_build_writes_not_run_rows_and_the_run_list(tmp_path):
+    only = ("F", "mablocks-3")
+    root = write_fake_results(tmp_path, profile="rgbnt100", dataset="RGBNT100",
+                              skip=tuple(p for p in tables.needed_presets() if p not in only))
+    with pytest.raises(tables.MissingResultError, match="'A'"):  # the default stays strict
+        tables.build_all_tables(root, root / "tables")
+    names = {p.name for p in tables.build_all_tables(root, root / "tables", partial=True)}
+    assert {"table3.md", "table12.csv", "table1.md", "missing_modality.csv", "runs.md", "fig9d_ma_blocks.md"} <= names
+    t3 = {r["row"]: r for r in _read_csv(root / "tables" / "table3.csv")}
+    assert t3["A"]["seeds"] == "0" and t3["A"]["last_mAP_mean"] == "" and t3["A"]["ours_mem_GB"] == tables.NOT_RUN
+    assert t3["F"]["seeds"] == "3" and float(t3["F"]["last_mAP_mean"]) > 0
+    md = (root / "tables" / "table3.md").read_text()
+    assert "| A | A | 0 | not run | not run |" in md and "Partial build: no runs of preset(s) A, B, C, D, E, G" in md
+    assert "not run" not in next(line for line in md.splitlines() if line.startswith("| F | F | 3 |"))
+    t12 = {r["row"]: r for r in _read_csv(root / "tables" / "table12.csv")}
+    assert t12["F"]["last_mAP_mean"] != "" and t12["B"]["seeds"] == "0"
+    t2 = _read_csv(root / "tables" / "table2.csv")[-1]  # our row, in the RGBNT100 columns
+    assert t2["RGBNT100/mAP"] != "" and t2["MSVR310/mAP"] == ""
+    curve = {r["label"]: r for r in _read_csv(root / "tables" / "fig9d_ma_blocks.csv")}
+    assert curve["1"]["seeds"] == "0" and curve["3"]["seeds"] == "3" and curve["1"]["last_mAP_mean"] == ""
+    runs = {r["run"]: r for r in _read_csv(root / "tables" / "runs.csv")}
+    assert runs["train A"]["seeds"] == tables.NOT_RUN and runs["train F"]["seeds"] == "0 1 2"
+    assert runs["evaluate F"]["seeds"] == "all"
+    assert len(runs) == len(tables.needed_presets()) + 1
+    assert f"3 of {len(runs)} runs present" in (root / "tables" / "runs.md").read_text()  # F, mablocks-3, eval
+
+
+def test_partial_build_without_evaluation_or_f(tmp_path):
+    root = write_fake_results(tmp_path, skip=tuple(p for p in tables.needed_presets() if p != "agg-sum"))
+    (root / "evaluation" / "F.json").unlink()
+    names = {p.name for p in tables.build_all_tables(root, root / "tables", partial=True)}
+    assert "missing_modality.md" not in names and "rerank.md" not in names and "table6.md" in names
+    runs = {r["run"]: r["seeds"] for r in _read_csv(root / "tables" / "runs.csv")}
+    assert runs["evaluate F"] == tables.NOT_RUN and runs["train agg-sum"] == "0 1 2"
+    t1 = (root / "tables" / "table1.md").read_text()
+    ours = [line for line in t1.splitlines() if line.startswith("| Ours")]
+    assert len(ours) == 2 and all("| not run |" in line for line in ours)
+    assert "Partial build: no runs of preset(s) F" in t1
+    for path in (root / "runs").glob("agg-sum/seed*/metrics.json"):
+        path.unlink()
+    with pytest.raises(tables.MissingResultError, match="cannot build the tables"):  # no run at all
+        tables.build_all_tables(root, root / "tables2", partial=True)
+
+
+def test_partial_vehicle_table12_and_cli(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "results" / "rgbnt201" / "vehicle"
+    write_fake_results(folder, profile="rgbnt100", dataset="RGBNT100",
+                       skip=tuple(p for p in tables.needed_presets() if p != "F"))
+    (folder / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")
+    with pytest.raises(tables.MissingResultError, match="vehicle runs missing"):
+        tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path)
+    written = tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path, partial=True)
+    assert sorted(p.name for p in written) == ["runs.csv", "runs.md", "table12.csv", "table12.md"]
+    t12 = {r["row"]: r for r in _read_csv(folder / "tables" / "table12.csv")}
+    assert t12["F"]["seeds"] == "3" and t12["A"]["seeds"] == "0" and float(t12["F"]["paper_mAP"]) == 83.9
+    assert "evaluate F" not in (folder / "tables" / "runs.md").read_text()
+    # the command line: --partial
+    person = write_fake_results(tmp_path / "results" / "rgbnt201", profile="rgbnt201",
+                                skip=tuple(p for p in tables.needed_presets() if p != "F"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(tables.MissingResultError):
+        tables.main(["rgbnt201"])
+    tables.main(["rgbnt201", "--partial"])
+    assert "wrote" in capsys.readouterr().out and (person / "tables" / "runs.md").is_file()
