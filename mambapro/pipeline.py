@@ -26,6 +26,8 @@ from mambapro.config import ConfigError, profile_entry, resolve_config
 from mambapro.inputs import dataset_folder, profile_stages, record_inputs
 
 PARAMS_KEYS = ("profile", "seeds", "profile_stages", "train_presets", "evaluate_presets", "vehicle_presets")
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     """``params.yaml``, checked: every key present, the profile known, ``profile_stages`` written for it."""
     path = Path(path)
