@@ -409,6 +409,8 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     out = Path(out_dir)
     seed_everything(seed)  # before any CUDA work
     device = resolve_device(cfg.train.device)
+    if device.type == "cpu":  # one intra-op thread: reductions in one order whatever the core count, so a plain
+        torch.set_num_threads(1)  # `dvc repro`, .ci/repro's workers and another machine compute the same numbers
     started_dist = _maybe_init_distributed(device)
     rank, world = _dist_info()
     ids_per_batch = cfg.data.batch_size // cfg.data.num_instances

@@ -56,7 +56,10 @@ def _transforms(image_size: tuple[int, int], train: bool):
 
 def pretrain(data_root: str | Path, out: str | Path, arch: str = "mambapro-tiny", image_size=(32, 32),
              epochs: int = 5, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> dict:
-    """Train the proxy CLIP, save its open_clip state dict to ``out`` and return the zero-shot report."""
+    """Train the proxy CLIP, save its open_clip state dict to ``out`` and return the zero-shot report.  One intra-op
+    thread: with 2 threads on this project's machines the weights came out different (float reductions in another
+    order), so the result would depend on the core count."""
+    torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
     image_size = tuple(image_size)

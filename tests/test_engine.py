@@ -405,3 +405,18 @@ def test_unreadable_checkpoints_name_the_path_the_cause_and_the_fix(kind, tiny_r
     assert "weights_only=False" not in str(err.value)
     with pytest.raises(engine.CheckpointError, match=str(path)):  # a resume names it too
         train(tiny_cfg(tiny_root, "C", train={"epochs": 1}), path.parent, seed=0, progress=False)
+
+
+def test_cpu_training_gives_the_same_numbers_whatever_the_thread_count(tiny_root, tmp_path):
+    """Training pins one intra-op thread on the CPU, so a run started with more threads (a plain `dvc repro`)
+    computes what .ci/repro's one-thread workers compute."""
+    cfg = tiny_cfg(tiny_root)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = train(cfg, tmp_path / "two", seed=5, progress=False)
+        assert torch.get_num_threads() == 1
+        one = train(cfg, tmp_path / "one", seed=5, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert _metrics(two) == _metrics(one)
