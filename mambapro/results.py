@@ -179,6 +179,11 @@ def seed_metrics_files(folder: str | Path, preset: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def trained_presets(folder: str | Path) -> list[str]:
+    """The presets with at least one run's ``metrics.json`` in results ``folder``, sorted."""
+    return sorted({p.parts[-3] for p in Path(folder).glob("runs/*/seed*/metrics.json")})
+
+
 def load_metrics(folder: str | Path, preset: str) -> dict[str, Any]:
     """Every seed's metrics of ``preset`` as one record: ``runs`` (per seed, in seed order) and their ``summary``
     (:func:`summarize_seeds`).  No run at all names the preset, the stage to run and the path expected."""

@@ -41,6 +41,7 @@ def test_seed_statistics_and_a_missing_preset_is_named(tmp_path):
     for seed, m in ((0, 40.0), (1, 44.0)):
         run = {"seed": seed, "history": [], **{w: {k: m for k in results.METRIC_KEYS} for w in ("last", "best")}}
         results.write_json(results.metrics_path(tmp_path, "F", seed), run)
+    assert results.trained_presets(tmp_path) == ["F"]
     summary = results.load_metrics(tmp_path, "F")["summary"]
     assert summary["last/mAP/mean"] == 42.0 and summary["last/mAP/std"] == pytest.approx(2 ** 1.5)
     with pytest.raises(results.MissingResultError, match="preset 'G' has no training results"):
