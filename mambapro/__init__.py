@@ -1,7 +1,12 @@
 """mambapro: a reproducible compendium for MambaPro (AAAI 2025), multi-modal object ReID with Mamba Aggregation and
-Synergistic Prompt.  Importing the package never needs mamba-ssm or a GPU."""
+Synergistic Prompt.  Importing the package never needs mamba-ssm or a GPU; it pins the CPU math libraries' code
+path (:mod:`mambapro.environment`) before anything runs a kernel."""
 
-from mambapro.config import MODALITIES, Config, resolve_config
+from mambapro.environment import pin_cpu_math
+
+pin_cpu_math()
+
+from mambapro.config import MODALITIES, Config, resolve_config  # noqa: E402
 
 __all__ = ["MODALITIES", "Config", "resolve_config"]
 __version__ = "0.1.0"

@@ -33,7 +33,7 @@ from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
 from mambapro.config import MISSING_SETTINGS, Config, apply_overrides, resolve_config
-from mambapro.results import METRIC_KEYS, file_digest, save_torch, write_text
+from mambapro.results import INTERVAL_KEYS, METRIC_KEYS, file_digest, save_torch, write_text
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,9 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
     """Adam, L2 weight decay added to the gradient (not AdamW), with the official per-tensor settings (sec. 4,
     :func:`mambapro.model.param_groups`).  Tensors with equal settings share one group (the official code makes one
     group per tensor): the updates are the same, since Adam is element-wise and the schedule scales every group by
-    the same factor, but the multi-tensor (``foreach``) step then handles a few groups instead of hundreds (in a
-    profiled CPU step of a width-64 tower with PFA, SRP and MA, the optimiser took 69 ms of 515 before, 19 after)."""
+    the same factor, but the optimiser step then handles a few groups instead of hundreds (in a profiled CPU step
+    of a width-64 tower with PFA, SRP and MA, the optimiser took 69 ms of 515 before, 19 after).  The fused
+    implementation (one kernel per group, CPU and CUDA) instead of ``foreach``: preset F's one-core step -2 %."""
     from mambapro.model import param_groups
 
     merged: dict[tuple, dict] = {}
@@ -103,7 +104,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Adam:
         group = merged.setdefault(key, {"params": [], "lr": g["lr"], "weight_decay": g["weight_decay"],
                                         "kind": g["kind"]})
         group["params"] += g["params"]
-    return torch.optim.Adam(list(merged.values()), foreach=True)
+    return torch.optim.Adam(list(merged.values()), fused=True)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: Config) -> CosineLRScheduler:
@@ -411,6 +412,7 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     device = resolve_device(cfg.train.device)
     if device.type == "cpu":  # one intra-op thread: reductions in one order whatever the core count, so a plain
         torch.set_num_threads(1)  # `dvc repro`, .ci/repro's workers and another machine compute the same numbers
+        _report_cpu_math()
     started_dist = _maybe_init_distributed(device)
     rank, world = _dist_info()
     ids_per_batch = cfg.data.batch_size // cfg.data.num_instances
@@ -526,7 +528,7 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
         result = {
             "seed": seed,
             "epochs": cfg.train.epochs,
-            "last": {k: last_eval[k] for k in ("epoch", *METRIC_KEYS)},
+            "last": {k: last_eval[k] for k in ("epoch", *METRIC_KEYS, *INTERVAL_KEYS) if k in last_eval},
             "best": state["best"],
             "history": state["history"],
             "config": cfg.to_dict(),
@@ -539,6 +541,17 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     if started_dist:
         dist.destroy_process_group()
     return result
+
+
+def _report_cpu_math() -> None:
+    """Print the CPU math libraries' code path (:mod:`mambapro.environment`); warn when the pin came too late."""
+    from mambapro.environment import cpu_math_report
+
+    line, ok = cpu_math_report()
+    print(line, flush=True)
+    if not ok:
+        log.warning("ATen did not take the pinned CPU capability (a tensor operation ran before `import mambapro`, "
+                    "or the CPU lacks AVX2): this run's numbers may differ from another machine's")
 
 
 def _checkpoint(model, cfg: Config, seed: int, epoch: int, state: dict, digest: str | None, data,

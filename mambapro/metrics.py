@@ -160,13 +160,15 @@ def rank_statistics(distmat, q_pids, g_pids, q_camids, g_camids, q_sceneids=None
 
 
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, q_sceneids=None,
-                  g_sceneids=None, protocol: str = "camera", return_num_valid: bool = False):
+                  g_sceneids=None, protocol: str = "camera", return_num_valid: bool = False,
+                  return_ap: bool = False):
     """torchreid-style evaluation: ``(cmc, mAP, mINP)`` with ``cmc[k-1]`` = Rank-k, all fractions in [0, 1].
 
     ``protocol="camera"`` removes gallery items with the query's pid and camid (RGBNT201, RGBNT100);
     ``protocol="scene"`` removes those with the query's pid and sceneid (MSVR310, official ``eval_func_msrv``).
     Queries with no match left are skipped (logged); if none is left a ``ValueError`` says so.
-    ``return_num_valid=True`` appends the number of valid queries to the returned tuple.
+    ``return_num_valid=True`` appends the number of valid queries to the returned tuple, ``return_ap=True`` then
+    the valid queries' average precisions (their mean is mAP; :func:`bootstrap_interval` resamples them).
     """
     if max_rank < 1:
         raise ValueError(f"max_rank must be >= 1, got {max_rank}")
@@ -185,7 +187,21 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     m_ap = float(stats["ap"][valid].mean())
     m_inp = float((stats["num_rel"][valid] / (stats["last"][valid] + 1)).mean())
     out = (cmc.astype(np.float64), m_ap, m_inp)
-    return (*out, num_valid) if return_num_valid else out
+    out = (*out, num_valid) if return_num_valid else out
+    return (*out, stats["ap"][valid]) if return_ap else out
+
+
+def bootstrap_interval(values, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (per-query APs: the evaluation noise of one run's
+    mAP, from the finite query set), with a fixed generator so that the interval is deterministic."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("bootstrap_interval: no values")
+    idx = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
+    means = v[idx].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -297,7 +313,9 @@ def evaluate_features(features, meta: dict, query_index, gallery_index, protocol
                       max_rank: int = 50, k1: int = 50, k2: int = 15, lambda_value: float = 0.3) -> dict:
     """Metrics in percent from test features [N, D] and ``meta`` ({"pids", "camids", "sceneids"} arrays in the same
     order): features are L2-normalised, distances squared-Euclidean (official sec. 5).  Returns {"mAP", "R1", "R5",
-    "R10", "mINP", "num_valid_queries"}.  ``rerank`` applies k-reciprocal re-ranking over the union of the query
+    "R10", "mINP", "num_valid_queries", "mAP_ci95_lo", "mAP_ci95_hi"} (the last two: the 95 % bootstrap interval
+    of mAP over queries, :func:`bootstrap_interval`).
+    ``rerank`` applies k-reciprocal re-ranking over the union of the query
     and gallery samples (each sample once)."""
     feats = torch.as_tensor(features).float()
     if feats.dim() != 2:
@@ -322,12 +340,14 @@ def evaluate_features(features, meta: dict, query_index, gallery_index, protocol
     else:
         distmat = compute_distance_matrix(feats[torch.from_numpy(q_idx)], feats[torch.from_numpy(g_idx)]).numpy()
     pids, camids, sceneids = (np.asarray(meta[k]) for k in ("pids", "camids", "sceneids"))
-    cmc, m_ap, m_inp, num_valid = evaluate_rank(
+    cmc, m_ap, m_inp, num_valid, ap = evaluate_rank(
         distmat, pids[q_idx], pids[g_idx], camids[q_idx], camids[g_idx], max_rank=max_rank,
-        q_sceneids=sceneids[q_idx], g_sceneids=sceneids[g_idx], protocol=protocol, return_num_valid=True)
+        q_sceneids=sceneids[q_idx], g_sceneids=sceneids[g_idx], protocol=protocol, return_num_valid=True,
+        return_ap=True)
+    lo, hi = bootstrap_interval(ap)
 
     def rank(k: int) -> float:
         return 100.0 * float(cmc[min(k, cmc.size) - 1])
 
     return {"mAP": 100.0 * m_ap, "R1": rank(1), "R5": rank(5), "R10": rank(10), "mINP": 100.0 * m_inp,
-            "num_valid_queries": num_valid}
+            "num_valid_queries": num_valid, "mAP_ci95_lo": 100.0 * lo, "mAP_ci95_hi": 100.0 * hi}

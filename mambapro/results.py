@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 METRIC_KEYS = ("mAP", "R1", "R5", "R10", "mINP")
+INTERVAL_KEYS = ("mAP_ci95_lo", "mAP_ci95_hi")  # one run's 95 % bootstrap interval of mAP over queries
 ROOT_ENV = "MAMBAPRO_ROOT"
 _UMASK = os.umask(0)
 os.umask(_UMASK)

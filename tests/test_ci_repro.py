@@ -1,5 +1,6 @@
-""".ci/repro: one training worker per GPU on a CUDA machine (each pinned to its device), one per core otherwise
-(stand-in python and dvc record what the workers run)."""
+""".ci/repro: the training stages DVC would run are listed once and run by workers outside DVC's lock, one per
+GPU on a CUDA machine (each pinned to its device), one per core otherwise; one `dvc commit` records them (stand-in
+python and dvc record what happens)."""
 
 import os
 import re
@@ -11,45 +12,72 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# `.ci/stages.py pending` lists four training stages; each stage's command records its device; train@F-1 fails
+# when FAIL is set.
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 case "$*" in
   *device_count*) echo "$GPUS" ;;
   *"nbrun serve"*) exec sleep 30 ;;
+  *"stages.py pending"*)
+    for s in train@A-0 train@A-1 train@F-0 train@F-1; do
+      [ $# -le 2 ] || [[ " $* " == *" $s "* ]] || continue
+      cmd="echo run $s gpu=\${CUDA_VISIBLE_DEVICES:-none} threads=\$OMP_NUM_THREADS >> \$LOG"
+      printf '%s\t%s\n' "$s" "$cmd; [ -z \"\$FAIL\" ] || [ $s != train@F-1 ]"
+    done ;;
 esac
 """
 
 FAKE_DVC = r"""#!/usr/bin/env bash
 if [ "$1 $2" = "stage list" ]; then printf '%s\n' proxy_clip@default train@A-0 train@A-1 train@F-0 train@F-1 \
   evaluate@F; exit 0; fi
-echo "dvc $* gpu=${CUDA_VISIBLE_DEVICES:-none}" >> "$LOG"
-echo "Running stage '${!#}':"
+echo "dvc $*" >> "$LOG"
 """
+
+
+def _repro(tmp_path, stand_in_commands, gpus: int, *args: str, fail: bool = False):
+    work = tmp_path / "repo"
+    (work / ".ci").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / ".ci" / "repro", work / ".ci" / "repro")
+    env = {**stand_in_commands(python=FAKE_PYTHON, dvc=FAKE_DVC), "GPUS": str(gpus), "FAIL": "1" if fail else ""}
+    env.pop("JOBS", None)
+    done = subprocess.run([".ci/repro", *args], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+    return done, (tmp_path / "log").read_text().splitlines(), work
 
 
 @pytest.mark.parametrize("gpus", [0, 2])
 def test_training_workers_follow_the_gpus(tmp_path, gpus, stand_in_commands):
-    work = tmp_path / "repo"
-    (work / ".ci").mkdir(parents=True)
-    shutil.copy(ROOT / ".ci" / "repro", work / ".ci" / "repro")
-    env = {**stand_in_commands(python=FAKE_PYTHON, dvc=FAKE_DVC), "GPUS": str(gpus)}
-    log = tmp_path / "log"
-    env.pop("JOBS", None)
-    out = subprocess.run([".ci/repro"], cwd=work, env=env, check=True, capture_output=True, text=True,
-                         timeout=60).stdout.splitlines()
-    calls = log.read_text().splitlines()
-    trains = sorted(c for c in calls if "--single-item" in c)
+    done, calls, work = _repro(tmp_path, stand_in_commands, gpus)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    runs = sorted(c for c in calls if c.startswith("run "))
     workers = {line.split("]")[0] for line in out if line.startswith("[worker ")}
-    if gpus:  # two workers, stages split round-robin, one `dvc repro` per stage, each worker on its own device
-        assert trains == ["dvc repro --single-item train@A-0 gpu=0", "dvc repro --single-item train@A-1 gpu=1",
-                          "dvc repro --single-item train@F-0 gpu=0", "dvc repro --single-item train@F-1 gpu=1"]
+    if gpus:  # two workers, stages split round-robin, each worker on its own device
+        assert runs == ["run train@A-0 gpu=0 threads=1", "run train@A-1 gpu=1 threads=1",
+                        "run train@F-0 gpu=0 threads=1", "run train@F-1 gpu=1 threads=1"]
         assert workers == {"[worker 0", "[worker 1"}
     else:
         plain = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
         cores = int(subprocess.run(["nproc"], capture_output=True, text=True, env=plain).stdout)
-        assert len(trains) == 4 and all(c.endswith("gpu=none") for c in trains)
+        assert len(runs) == 4 and all(c.endswith("gpu=none threads=1") for c in runs)
         assert len(workers) == min(cores, 4)
-    # one overall progress line per finished training stage
+    # no worker calls DVC: the inputs stage first, one commit of the four runs, then the rest
+    dvc = [c for c in calls if c.startswith("dvc ")]
+    assert dvc[0] == "dvc repro proxy_clip@default" and dvc[-1] == "dvc repro"
+    assert len(dvc) == 3 and dvc[1].startswith("dvc commit --force --quiet ")
+    assert sorted(dvc[1].split()[4:]) == ["train@A-0", "train@A-1", "train@F-0", "train@F-1"]
+    # one overall progress line per finished training stage, and its start / end for the overhead figure
     progress = [line for line in out if line.startswith("stage ")]
     assert [line.split(",")[0] for line in progress] == [f"stage {k} / 4" for k in range(1, 5)]
-    assert all(re.search(r", elapsed \d+:\d\d, ETA \d+:\d\d \(train@[AF]-[01] ran\)$", line) for line in progress)
-    assert calls[0].startswith("dvc repro proxy_clip@default") and calls[-1].startswith("dvc repro gpu=")
+    assert all(re.search(r", elapsed \d+:\d\d, ETA \d+:\d\d \(train@[AF]-[01]\)$", line) for line in progress)
+    times = (work / "build" / "repro_times.tsv").read_text().splitlines()
+    assert times[0].startswith("# workers ") and len(times) == 5
+    assert all(float(t.split("\t")[2]) >= float(t.split("\t")[1]) for t in times[1:])
+
+
+def test_a_failed_run_stops_the_repro_but_the_finished_runs_are_recorded(tmp_path, stand_in_commands):
+    done, calls, _ = _repro(tmp_path, stand_in_commands, 2, "train@A-1", "train@F-1", fail=True)
+    assert done.returncode == 1 and "train@F-1 failed" in done.stderr
+    assert sorted(c for c in calls if c.startswith("run ")) == ["run train@A-1 gpu=0 threads=1",
+                                                              "run train@F-1 gpu=1 threads=1"]
+    assert [c for c in calls if c.startswith("dvc ")] == ["dvc repro proxy_clip@default",
+                                                         "dvc commit --force --quiet train@A-1"]

@@ -101,7 +101,8 @@ def test_rgbnt201_query_equals_gallery_removes_the_query_itself():
     out = evaluate_features(feats, meta, idx, idx, "camera")
     assert out["mAP"] == pytest.approx(100.0) and out["R1"] == pytest.approx(100.0)
     assert out["num_valid_queries"] == 4
-    assert set(out) == {"mAP", "R1", "R5", "R10", "mINP", "num_valid_queries"}
+    assert set(out) == {"mAP", "R1", "R5", "R10", "mINP", "num_valid_queries", "mAP_ci95_lo", "mAP_ci95_hi"}
+    assert out["mAP_ci95_lo"] == out["mAP_ci95_hi"] == pytest.approx(100.0)  # every query AP is 1
 
 
 def test_bad_arguments_are_named():
@@ -237,3 +238,17 @@ def test_evaluate_features_with_rerank_runs_on_the_unique_union():
     rr = evaluate_features(feats, meta, idx, idx, "camera", rerank=True, k1=6, k2=3)
     assert rr["num_valid_queries"] == plain["num_valid_queries"] == 48
     assert 0 < rr["mAP"] <= 100 and rr["mAP"] >= plain["mAP"] - 5  # clustered data: re-ranking does not hurt much
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_queries():
+    from mambapro.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(1)
+    small, large = rng.uniform(size=80), rng.uniform(size=2000)
+    lo_s, hi_s = bootstrap_interval(small)
+    lo_l, hi_l = bootstrap_interval(large)
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    # a 95 % interval of a mean is about 2 x 1.96 standard errors wide: sd / sqrt(n) with sd = 1 / sqrt(12)
+    assert hi_s - lo_s == pytest.approx(2 * 1.96 * small.std() / np.sqrt(80), rel=0.15)
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 4
+    assert bootstrap_interval(small) == (lo_s, hi_s)  # deterministic
