@@ -550,8 +550,9 @@ def _report_cpu_math() -> None:
     line, ok = cpu_math_report()
     print(line, flush=True)
     if not ok:
-        log.warning("ATen did not take the pinned CPU capability (a tensor operation ran before `import mambapro`, "
-                    "or the CPU lacks AVX2): this run's numbers may differ from another machine's")
+        log.warning("the CPU math pins of mambapro.environment are not in effect (a tensor operation ran before "
+                    "`import mambapro`, the environment lost them, or the CPU lacks AVX2): this run's numbers may "
+                    "differ from another machine's")
 
 
 def _checkpoint(model, cfg: Config, seed: int, epoch: int, state: dict, digest: str | None, data,

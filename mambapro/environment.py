@@ -27,12 +27,12 @@ def pin_cpu_math() -> None:
 
 
 def cpu_math_report() -> tuple[str, bool]:
-    """(a one-line description, whether ATen runs the pinned capability or the user chose another one)."""
+    """(a one-line description, whether every pin is set and ATen runs the capability its variable names: False when
+    a kernel ran before the pin, the environment lost it, or the CPU lacks AVX2)."""
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    wanted = os.environ.get("ATEN_CPU_CAPABILITY", "")
-    ok = capability.lower() == wanted.lower() or wanted.lower() != PINS["ATEN_CPU_CAPABILITY"]
+    ok = all(os.environ.get(k) for k in PINS) and capability.lower() == os.environ["ATEN_CPU_CAPABILITY"].lower()
     line = (f"CPU math: ATen {capability}, MKL_CBWR={os.environ.get('MKL_CBWR', '')}, "
             f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}")
     return line, ok

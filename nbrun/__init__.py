@@ -708,6 +708,8 @@ def _child_main(request: dict, fds: list[int]) -> int:
     os.chdir(request.get("cwd") or "/")
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in request["env"].items()})
+    if "mambapro.environment" in sys.modules:  # preloaded: its CPU-math pins were set in the server's environment,
+        sys.modules["mambapro.environment"].pin_cpu_math()  # which the client's just replaced (none ran a kernel yet)
     if "numpy.random" in sys.modules:
         sys.modules["numpy.random"].seed()  # fresh entropy per child, as in a new process (`random` reseeds itself)
     if "torch" in sys.modules:
