@@ -3,7 +3,8 @@
 Loads each needed run's best checkpoint (one seed), extracts test features and tokens, and hands them to the
 plotting functions of :mod:`mambapro.viz`: Fig. 5 (t-SNE of models A, C, E, F), Fig. 6 (cross-modal token alignment
 before / after MA, model F), Figs. 8 / 9 (hyper-parameter curves), Figs. 10 / 11 (Grad-CAM of the post-MA tokens,
-person model F and the vehicle run), a rank list and the training curves of every preset.
+person model F and the vehicle run), a rank list and the training curves of every preset.  The quick tier
+(:func:`quick_figures`) draws those that need Table 3's runs only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from mambapro import results, viz
 from mambapro.config import Config, resolve_config
+from mambapro.tables import QUICK_PRESETS
 
 
 def load_run(cfg: Config, run_dir: str | Path, seed: int):
@@ -124,13 +126,10 @@ def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 
         query_sceneid=int(meta["sceneids"][q_at]), gallery_sceneids=meta["sceneids"][g_at])
 
 
-def make_all_figures(profile: str, presets: list[str], seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
-    """Every figure of ``profile``'s runs into ``results/<profile>/figures`` (run from the project root): Fig. 10
-    (persons) or Fig. 11 (a vehicle profile's own runs).  Fails on the first run it needs that does not exist."""
-    folder = results.results_dir(profile)
-    out = folder / "figures"
-    written = training_curves(folder, presets, out) + hyperparameter_curves(folder, out)
-    written += tsne(profile, out, seed)
+def core_figures(profile: str, out: Path, seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """The figures that need Table 3's runs only: Fig. 5 (A, C, E, F), Fig. 6, Fig. 10 (persons) or Fig. 11 (a
+    vehicle profile's own runs) and the rank list (F)."""
+    written = tsne(profile, out, seed)
     cfg = resolve_config(profile, "F")
     model, data = load_run(cfg, results.run_dir(profile, "F", seed), seed)
     written += alignment(model, data, out, seed)
@@ -138,8 +137,25 @@ def make_all_figures(profile: str, presets: list[str], seed: int = 0, gradcam_sa
         written += gradcam(model, data, out, "fig10_gradcam_person", "Fig. 10: persons", seed, gradcam_samples)
     else:
         written += gradcam(model, data, out, "fig11_gradcam_vehicle", "Fig. 11: vehicles", seed, gradcam_samples)
-    written += rank_list(model, data, cfg.data.image_size, out)
-    return written
+    return written + rank_list(model, data, cfg.data.image_size, out)
+
+
+def make_all_figures(profile: str, presets: list[str], seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """Every figure of ``profile``'s runs into ``results/<profile>/figures`` (run from the project root): the
+    training curves of ``presets``, Figs. 8 and 9 and :func:`core_figures`.  Fails on the first run it needs that
+    does not exist."""
+    folder = results.results_dir(profile)
+    out = folder / "figures"
+    written = training_curves(folder, presets, out) + hyperparameter_curves(folder, out)
+    return written + core_figures(profile, out, seed, gradcam_samples)
+
+
+def quick_figures(profile: str, seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
+    """The quick tier's figures (``results/<profile>/quick/figures``): Table 3's training curves and
+    :func:`core_figures`."""
+    folder = results.results_dir(profile)
+    out = folder / "quick" / "figures"
+    return training_curves(folder, QUICK_PRESETS, out) + core_figures(profile, out, seed, gradcam_samples)
 
 
 def vehicle_figures(profile: str, vehicle_profile: str, seed: int = 0, gradcam_samples: int = 4) -> list[Path]:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from mambapro import results
-from mambapro.config import ConfigError, profile_entry, resolve_config
+from mambapro.config import TABLES, ConfigError, profile_entry, resolve_config
 from mambapro.inputs import dataset_folder, profile_stages, record_inputs
 
 PARAMS_KEYS = ("profile", "seeds", "profile_stages", "train_presets", "evaluate_presets", "vehicle_presets")
@@ -65,8 +65,9 @@ def use(profile: str, path: str | Path = "params.yaml") -> dict[str, list[str]]:
     results.write_text(path, "".join(lines))
     params = load_params(path)  # the rewritten file passes the check every stage makes
     folder = results.results_dir(profile, path.parent)  # folders downstream stages depend on, before their first
-    for sub in ("evaluation", *(f"runs/{p}" for p in params["evaluate_presets"]),  # run: DVC's dry run hashes
-                *(["vehicle/runs"] if stages["vehicle"] else [])):                   # every dependency
+    presets = dict.fromkeys([*params["evaluate_presets"], *(p for _, p in TABLES["table3"])])  # run: DVC's dry
+    for sub in ("evaluation", *(f"runs/{p}" for p in presets),                       # run hashes every dependency
+                *(["vehicle/runs"] if stages["vehicle"] else [])):                   # (evaluate, quick)
         (folder / sub).mkdir(parents=True, exist_ok=True)
     if stages["dataset"]:  # record the inputs now (the `dataset` stage re-records them), so that the training
         try:               # stages' dependency exists and `dvc repro --dry` can run

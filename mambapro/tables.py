@@ -16,11 +16,12 @@ protocol, official-implementation.md sec. 10 item 12), beside our complexity num
 of each run in ``metrics.json`` (maximum over seeds), otherwise "not measured".  Tables 1, 2 and 7 put our full model
 (preset F) beside the paper's rows, each row marked with its source.  Also: a missing-modality table (six settings +
 full), a re-ranking table, a paper-vs-ours table of every complexity number, and the data of the Fig. 8 / Fig. 9
-curves.  A run that a table needs and that is missing stops everything before any file is written (the error names
-the preset and the path expected), unless the build is *partial* (``partial=True``, ``--partial``: smoke tests
-that train a few presets only): rows without runs then say "not run", the missing-modality and re-ranking tables
-are left out when ``evaluation/F.json`` is missing, and ``runs.{csv,md}`` lists every run the tables need with its
-seeds or "not run".
+curves, and ``noise``: every preset's difference from F beside its seed noise and its evaluation noise
+(:func:`versus_reference`; the Fig. 8 / 9 curve data carry the same test).  A run that a table needs and that is
+missing stops everything before any file is written (the error names the preset and the path expected), unless the
+build is *partial* (``partial=True``, ``--partial``: smoke tests that train a few presets only): rows without runs
+then say "not run", the missing-modality and re-ranking tables are left out when ``evaluation/F.json`` is missing,
+and ``runs.{csv,md}`` lists every run the tables need with its seeds or "not run".
 
 ``python -m mambapro.tables <profile>`` builds all of them into ``results/<profile>/tables``.
 """
@@ -65,6 +66,8 @@ NOT_RUN = "not run"  # a partial build's rows without runs
 MODALITY_NAMES = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
 QUANTITIES = {"params": "params_M", "params_M": "params_M", "flops": "flops_G", "flops_G": "flops_G"}
 COMPLEXITY_COLUMNS = ("table", "row", "quantity", "ours", "paper")
+QUICK_PRESETS = [p for _, p in TABLES["table3"]]  # the quick tier: Table 3's rows A-G
+NOISE_ALPHA = 0.05  # a difference from F "exceeds the noise" when Welch's two-sided t-test over seeds gives p < this
 
 
 def stat(metrics: dict[str, Any], which: str, metric: str) -> tuple[float, float]:
@@ -87,6 +90,34 @@ def gpu_memory(metrics: dict[str, Any]) -> float | None:
     measured it (CPU runs)."""
     values = [r[MEMORY_KEY] for r in metrics["runs"] if r.get(MEMORY_KEY) is not None]
     return max(values) if values else None
+
+
+def seed_values(metrics: dict[str, Any], which: str, metric: str) -> list[float]:
+    """Each seed's ``metric`` at the ``which`` epoch, in seed order."""
+    return [float(r[which][metric]) for r in metrics["runs"]]
+
+
+def versus_reference(run: dict[str, Any], reference: dict[str, Any], which: str = "last", metric: str = "mAP"
+                     ) -> dict[str, Any]:
+    """``run`` against ``reference`` (preset F) over seeds: ``delta`` (difference of the means), ``p`` (Welch's
+    two-sided t-test, unequal variances; None with fewer than 2 seeds on a side or no spread at all) and
+    ``beyond_noise`` (p < :data:`NOISE_ALPHA`)."""
+    from scipy.stats import ttest_ind
+
+    a, b = seed_values(run, which, metric), seed_values(reference, which, metric)
+    delta = sum(a) / len(a) - sum(b) / len(b)
+    p = None
+    if len(a) >= 2 and len(b) >= 2 and (max(a) > min(a) or max(b) > min(b)):
+        p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return {"delta": delta, "p": p, "beyond_noise": p is not None and p < NOISE_ALPHA}
+
+
+def evaluation_noise(run: dict[str, Any]) -> float | None:
+    """Mean over seeds of the half-width of the last evaluation's 95 % bootstrap interval of mAP (over queries,
+    :func:`mambapro.metrics.bootstrap_interval`); None for runs written before the interval was recorded."""
+    widths = [(r["last"]["mAP_ci95_hi"] - r["last"]["mAP_ci95_lo"]) / 2 for r in run["runs"]
+              if "mAP_ci95_hi" in r["last"]]
+    return sum(widths) / len(widths) if widths else None
 
 
 def load_complexity(path: str | Path) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -456,6 +487,7 @@ def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = 
     if key not in CURVE_KEYS:
         raise KeyError(f"no curve {key!r}; curves: {', '.join(CURVE_KEYS)}")
     out = []
+    reference = _run(metrics, results, OURS_PRESET)
     for label, preset in TABLES[key]:
         run = _run(metrics, results, preset)
         point = {"label": label, "preset": preset, "seeds": 0 if run is None else num_seeds(run)}
@@ -463,6 +495,12 @@ def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = 
             for m in METRICS:
                 point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = \
                     (None, None) if run is None else stat(run, which, m)
+        for which in WHICH:  # the mAP difference from F and whether it exceeds the seed noise
+            vs = ({"delta": None, "p": None, "beyond_noise": False}
+                  if run is None or reference is None or preset == OURS_PRESET
+                  else versus_reference(run, reference, which))
+            point.update({f"{which}_mAP_vs_F": vs["delta"], f"{which}_mAP_vs_F_p": vs["p"],
+                          f"{which}_mAP_beyond_noise": vs["beyond_noise"]})
         out.append(point)
     return out
 
@@ -471,12 +509,54 @@ def curve_table(key: str, points: list[dict[str, Any]]) -> Table:
     columns = list(points[0])
     md = [[p["label"], p["preset"], str(p["seeds"])]
           + [NOT_RUN if p[f"{w}_{m}_mean"] is None else fmt_stat(p[f"{w}_{m}_mean"], p[f"{w}_{m}_std"])
-             for w in WHICH for m in ("mAP", "R1")] for p in points]
-    header = ["Value", "Preset", "Seeds", "mAP (last)", "R-1 (last)", "mAP (best)", "R-1 (best)"]
+             for w in WHICH for m in ("mAP", "R1")]
+          + [_versus_cell(p["last_mAP_vs_F"], p["last_mAP_vs_F_p"], p["last_mAP_beyond_noise"])] for p in points]
+    header = ["Value", "Preset", "Seeds", "mAP (last)", "R-1 (last)", "mAP (best)", "R-1 (best)",
+              "mAP (last) − F"]
     return Table(key, f"{key}: data of the paper's {'Fig. 8' if key.startswith('fig8') else 'Fig. 9'} curve",
                  columns, points, [("", header, md)],
                  ["best = best epoch on test (paper protocol); the paper prints only the figure.",
+                  NOISE_NOTE,
                   *_partial_note(p["preset"] for p in points if p["seeds"] == 0)])
+
+
+NOISE_NOTE = (f"mAP − F: difference of the seed means from preset F (p: Welch's two-sided t-test over seeds); "
+              f"**bold** where p < {NOISE_ALPHA} (the difference exceeds the seed noise).")
+
+
+def _versus_cell(delta: float | None, p: float | None, beyond: bool) -> str:
+    if delta is None:
+        return "—"
+    text = f"{delta:+.1f}" + (f" (p {p:.2f})" if p is not None else "")
+    return f"**{text}**" if beyond else text
+
+
+def noise_table(metrics: dict[str, dict | None]) -> Table:
+    """Every preset against F at the last epoch: seeds, mAP mean ± std over seeds (seed noise), the mean half-width
+    of the runs' 95 % bootstrap intervals over queries (evaluation noise), the difference from F and its test."""
+    reference = metrics[OURS_PRESET]
+    rows, md = [], []
+    for preset, run in metrics.items():
+        if run is None:
+            continue
+        mean, std = stat(run, "last", "mAP")
+        vs = ({"delta": None, "p": None, "beyond_noise": False} if preset == OURS_PRESET
+              else versus_reference(run, reference))
+        evaluation = evaluation_noise(run)
+        rows.append({"preset": preset, "seeds": num_seeds(run), "mAP_mean": mean, "mAP_std": std,
+                     "evaluation_ci95_halfwidth": evaluation, "delta_vs_F": vs["delta"], "p": vs["p"],
+                     "beyond_noise": vs["beyond_noise"]})
+        md.append([preset, str(num_seeds(run)), fmt_stat(mean, std),
+                   "—" if evaluation is None else f"± {evaluation:.1f}",
+                   _versus_cell(vs["delta"], vs["p"], vs["beyond_noise"])])
+    beyond = [r["preset"] for r in rows if r["beyond_noise"]]
+    return Table("noise", "Differences from preset F against the noise (last epoch, mAP %)", list(rows[0]), rows,
+                 [("", ["Preset", "Seeds", "mAP, mean ± std over seeds", "Evaluation noise (95 % CI half-width)",
+                        "mAP − F"], md)],
+                 [NOISE_NOTE, "Evaluation noise: the half-width of each run's 95 % bootstrap interval of mAP over "
+                  "the test queries, averaged over seeds; it is the part of a run's spread that the finite test "
+                  "split causes.",
+                  f"Beyond the noise ({len(beyond)} of {len(rows) - 1}): {', '.join(beyond) or 'none'}."])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -531,6 +611,8 @@ def build_tables(results: str | Path, profile: str | None = None,
         tables += [missing_modality_table(evaluation), rerank_table(evaluation)]
     tables += [complexity_comparison_table(complexity)]
     tables += [curve_table(k, curve_data(k, results, metrics)) for k in CURVE_KEYS]
+    if metrics.get(OURS_PRESET) is not None:
+        tables.append(noise_table(metrics))
     if partial:
         tables.append(runs_table(results, metrics, evaluated))
     return tables
@@ -572,10 +654,22 @@ def build_profile_tables(profile: str, root: str | Path = ".", partial: bool = F
     return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv", partial)
 
 
+def build_quick_tables(profile: str, root: str | Path = ".") -> list[Path]:
+    """The quick tier's tables (``results/<profile>/quick``): Table 3 (every seed of A-G), its rows against F and
+    the noise, and the complexity comparison."""
+    folder = results_dir(profile, root)
+    metrics = {p: load_metrics(folder, p) for p in QUICK_PRESETS}
+    complexity = load_complexity(Path(root) / "results" / "complexity.csv")
+    tables = [ablation_table("table3", folder, complexity, profile, metrics), noise_table(metrics),
+              complexity_comparison_table(complexity)]
+    return write_tables(tables, folder / "quick")
+
+
 def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = ".", partial: bool = False
                          ) -> list[Path]:
-    """Table 12 from the vehicle runs of person profile ``profile`` (trained under ``vehicle_profile``), into
-    ``results/<profile>/vehicle/tables/``; ``partial``: rows without runs say "not run", plus ``runs``."""
+    """Table 12 from the vehicle runs of person profile ``profile`` (trained under ``vehicle_profile``) and its
+    rows against F and the noise, into ``results/<profile>/vehicle/tables/``; ``partial``: rows without runs say
+    "not run", plus ``runs``."""
     folder = results_dir(vehicle_namespace(profile), root)
     complexity = load_complexity(Path(root) / "results" / "complexity.csv")
     presets = list(dict.fromkeys(p for _, p in TABLES["table12"]))
@@ -585,6 +679,8 @@ def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = 
         raise MissingResultError("cannot build Table 12, vehicle runs missing:\n  " + "\n  ".join(missing))
     metrics = {p: None if p in absent else load_metrics(folder, p) for p in presets}
     tables = [ablation_table("table12", folder, complexity, vehicle_profile, metrics)]
+    if metrics.get(OURS_PRESET) is not None:
+        tables.append(noise_table(metrics))
     return write_tables(tables + ([runs_table(folder, metrics)] if partial else []), folder / "tables")
 
 

@@ -555,11 +555,16 @@ def gradcam_figure(images: Mapping[str, torch.Tensor], maps: Mapping[str, np.nda
 # Figs. 8 / 9: hyper-parameter curves
 
 
+BEYOND_NOISE_LABEL = "mAP differs from F beyond the seed noise (Welch p < 0.05)"
+
+
 def hyperparameter_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], panels: Sequence[tuple[str, str, str]],
                           out: str | Path, which: Sequence[str] = ("last", "best"), title: str | None = None
                           ) -> list[Path]:
     """Fig. 8 (``panels=FIG8_PANELS``) or Fig. 9 (``FIG9_PANELS``): mAP and Rank-1 vs the hyper-parameter, mean ±
     std over seeds as error bars, solid for the last epoch, dashed for the best epoch on test (paper protocol).
+    A black ring marks each mAP point whose difference from preset F exceeds the seed noise
+    (``<which>_mAP_beyond_noise``: Welch's test, :func:`mambapro.tables.versus_reference`).
     ``curves[key]`` is :func:`mambapro.tables.curve_data`'s list of points (label, ``<which>_<metric>_mean/_std``)."""
     fig = Figure(figsize=(4.2 * len(panels), 3.9), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
@@ -577,13 +582,23 @@ def hyperparameter_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], pan
                 ax.errorbar(x + (0.04 if w == "best" else -0.04), mean, yerr=std, color=colors[metric],
                             linestyle=dashes[w], marker="o", markersize=4, capsize=3, linewidth=1.6,
                             label=f"{'mAP' if metric == 'mAP' else 'Rank-1'} ({WHICH_LABEL[w]})")
+                beyond = [i for i, p in enumerate(points) if p.get(f"{w}_mAP_beyond_noise")]
+                if metric == "mAP" and beyond:
+                    ax.plot(x[beyond] + (0.04 if w == "best" else -0.04), [mean[i] for i in beyond], linestyle="",
+                            marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black",
+                            markeredgewidth=1.4, label=BEYOND_NOISE_LABEL)
         ax.set_xticks(x, [str(p["label"]) for p in points])
         ax.set_title(panel_title, fontsize=FONT + 1)
         ax.set_xlabel(xlabel, fontsize=FONT)
         ax.set_ylabel("%", fontsize=FONT)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=FONT - 1)
+    legend = {}  # one entry per label over every panel (a panel may have no ringed point); the ring last
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if BEYOND_NOISE_LABEL in legend:
+        legend[BEYOND_NOISE_LABEL] = legend.pop(BEYOND_NOISE_LABEL)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=2, fontsize=FONT - 1)
     if title:
         fig.suptitle(title, fontsize=FONT + 1)
     return save_figure(fig, out)

@@ -81,3 +81,21 @@ def test_a_failed_run_stops_the_repro_but_the_finished_runs_are_recorded(tmp_pat
                                                               "run train@F-1 gpu=1 threads=1"]
     assert [c for c in calls if c.startswith("dvc ")] == ["dvc repro proxy_clip@default",
                                                          "dvc commit --force --quiet train@A-1"]
+
+
+def test_the_quick_tier_trains_table_3_only():
+    """`.ci/main quick`: the workers get the training stages upstream of the `quick` stage, Table 3's A-G with
+    every seed (read from this repository's dvc.yaml and params.yaml)."""
+    import importlib.util
+
+    import yaml
+    from dvc.repo import Repo
+
+    spec = importlib.util.spec_from_file_location("ci_stages", ROOT / ".ci" / "stages.py")
+    stages = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stages)
+    seeds = yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
+    repo = Repo(str(ROOT))
+    assert sorted(stages.training_stages(repo, ["quick"])) == sorted(f"train@{p}-{s}" for p in "ABCDEFG"
+                                                                    for s in seeds)
+    assert list(stages.training_stages(repo, ["train@F-0", "quick"]))[0] == "train@F-0"  # the order given

@@ -258,6 +258,23 @@ def test_server_round_trip(server, tmp_path, monkeypatch):
     assert served.metadata.papermill.output_path == "out.ipynb"
 
 
+def test_served_child_keeps_the_cpu_math_pins(tmp_path):
+    """A child adopts the client's environment; the pins that ``import mambapro`` set in the server (before any
+    kernel ran) must survive that, or the stage runs the CPU's own code path (issue 13)."""
+    from mambapro.environment import PINS
+
+    srv = Server(tmp_path, preload="mambapro.environment").ready()
+    try:
+        _notebook(tmp_path / "in.ipynb", f"import os\nprint(*(os.environ.get(k) for k in {list(PINS)!r}))")
+        env = {k: v for k, v in srv.env().items() if k not in PINS}  # a client that never imported mambapro
+        client = _client("in.ipynb", "out.ipynb", cwd=tmp_path, env=env)
+        stdout, stderr = client.communicate(timeout=60)
+        assert client.returncode == 0, stderr
+        assert "avx2 AVX2 AVX2\n" in stdout
+    finally:
+        assert srv.stop() == 0, srv.log.read_text()
+
+
 def test_server_failing_notebook(server, tmp_path):
     _notebook(tmp_path / "in.ipynb", "print('before')", "1 / 0")
     client = _client("in.ipynb", "out.ipynb", cwd=tmp_path, env=server.env())

@@ -339,7 +339,7 @@ def test_partial_vehicle_table12_and_cli(tmp_path, capsys, monkeypatch):
     with pytest.raises(tables.MissingResultError, match="vehicle runs missing"):
         tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path)
     written = tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path, partial=True)
-    assert sorted(p.name for p in written) == ["runs.csv", "runs.md", "table12.csv", "table12.md"]
+    assert sorted(p.name for p in written) == ["noise.csv", "noise.md", "runs.csv", "runs.md", "table12.csv", "table12.md"]
     t12 = {r["row"]: r for r in _read_csv(folder / "tables" / "table12.csv")}
     assert t12["F"]["seeds"] == "3" and t12["A"]["seeds"] == "0" and float(t12["F"]["paper_mAP"]) == 83.9
     assert "evaluate F" not in (folder / "tables" / "runs.md").read_text()
@@ -351,3 +351,67 @@ def test_partial_vehicle_table12_and_cli(tmp_path, capsys, monkeypatch):
         tables.main(["rgbnt201"])
     tables.main(["rgbnt201", "--partial"])
     assert "wrote" in capsys.readouterr().out and (person / "tables" / "runs.md").is_file()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Differences from F against the noise (issue 13)
+
+
+def _runs(values, with_interval: bool = False):
+    runs = []
+    for seed, v in enumerate(values):
+        last = {"epoch": 25, "mAP": v, "R1": v, "R5": v, "R10": v, "mINP": v}
+        if with_interval:
+            last.update(mAP_ci95_lo=v - 1.5, mAP_ci95_hi=v + 2.5)
+        runs.append({"seed": seed, "last": last, "best": dict(last)})
+    return {"runs": runs, "summary": _summary(runs) if len(runs) > 1 else {}}
+
+
+def test_versus_reference_is_welchs_t_test():
+    from scipy.stats import t as student_t
+
+    a, b = [50.0, 51.0, 52.5], [45.0, 46.5, 47.0]
+    vs = tables.versus_reference(_runs(a), _runs(b))
+    va, vb = statistics.variance(a), statistics.variance(b)  # Welch: unequal variances, Satterthwaite's df
+    se2 = va / 3 + vb / 3
+    t = (statistics.fmean(a) - statistics.fmean(b)) / se2 ** 0.5
+    df = se2 ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
+    assert vs["delta"] == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
+    assert vs["p"] == pytest.approx(2 * student_t.sf(abs(t), df)) and vs["p"] < 0.05 and vs["beyond_noise"]
+    close = tables.versus_reference(_runs([50.0, 51.0, 52.0]), _runs([49.5, 50.5, 51.5]))
+    assert close["p"] > 0.5 and not close["beyond_noise"]
+    one_seed = tables.versus_reference(_runs([60.0]), _runs(b))
+    assert one_seed["p"] is None and not one_seed["beyond_noise"]  # no seed spread to compare with
+
+
+def test_evaluation_noise_is_the_mean_bootstrap_half_width():
+    assert tables.evaluation_noise(_runs([50.0, 52.0], with_interval=True)) == pytest.approx(2.0)
+    assert tables.evaluation_noise(_runs([50.0, 52.0])) is None  # runs written before the interval was recorded
+
+
+def test_noise_table_and_curves_compare_with_f(built):
+    root, out, _ = built
+    rows = {r["preset"]: r for r in _read_csv(out / "noise.csv")}
+    presets = tables.needed_presets()
+    i_f = presets.index("F")
+    assert set(rows) == set(presets) and rows["F"]["delta_vs_F"] == ""
+    for preset in ("A", "G", "dstate-4"):  # fake mAP = 10 + index + seed: F's spread, shifted by the index gap
+        assert float(rows[preset]["delta_vs_F"]) == pytest.approx(presets.index(preset) - i_f)
+        assert rows[preset]["beyond_noise"] == str(abs(presets.index(preset) - i_f) >= 3)
+    assert "**" in (out / "noise.md").read_text()  # the differences beyond the noise are bold
+    points = {p["preset"]: p for p in tables.curve_data("fig8_dstate", root)}
+    assert points["F"]["last_mAP_vs_F"] is None
+    assert points["dstate-4"]["last_mAP_vs_F"] == pytest.approx(presets.index("dstate-4") - i_f)
+    assert points["dstate-4"]["last_mAP_beyond_noise"] == (abs(presets.index("dstate-4") - i_f) >= 3)
+
+
+def test_quick_tables_need_table3_runs_only(tmp_path):
+    folder = tmp_path / "results" / "default"
+    keep = {p for _, p in TABLES["table3"]}
+    write_fake_results(folder, skip=tuple(p for p in tables.needed_presets() if p not in keep))
+    (folder / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")
+    written = tables.build_quick_tables("default", tmp_path)
+    assert sorted(p.name for p in written) == ["complexity.csv", "complexity.md", "noise.csv", "noise.md",
+                                              "table3.csv", "table3.md"]
+    assert all(p.parent == folder / "quick" for p in written)
+    assert [r["preset"] for r in _read_csv(folder / "quick" / "noise.csv")] == list("ABCDEFG")

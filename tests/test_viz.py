@@ -352,6 +352,19 @@ def test_hyperparameter_figure(tmp_path, figures, panels, n):
         viz.hyperparameter_figure({}, panels, tmp_path / "x")
 
 
+def test_hyperparameter_figure_rings_the_points_beyond_the_noise(tmp_path, figures):
+    curves = {key: _curve(key) for key, _, _ in viz.FIG8_PANELS}
+    curves["fig8_dstate"][0]["last_mAP_beyond_noise"] = True  # d_state 4: differs from F
+    curves["fig8_dtrank"][3]["best_mAP_beyond_noise"] = True
+    viz.hyperparameter_figure(curves, viz.FIG8_PANELS, tmp_path / "fig8")
+    fig = figures[-1]
+    rings = [[line for line in ax.lines if line.get_label() == viz.BEYOND_NOISE_LABEL] for ax in fig.axes]
+    assert [len(r) for r in rings] == [1, 1]
+    assert list(rings[0][0].get_ydata()) == [curves["fig8_dstate"][0]["last_mAP_mean"]]
+    assert list(rings[1][0].get_ydata()) == [curves["fig8_dtrank"][3]["best_mAP_mean"]]
+    assert [t.get_text() for t in fig.legends[0].get_texts()][-1] == viz.BEYOND_NOISE_LABEL
+
+
 def test_training_curves_figure(tmp_path, figures):
     runs = []
     for seed in (0, 1):
