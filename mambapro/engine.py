@@ -410,9 +410,7 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     out = Path(out_dir)
     seed_everything(seed)  # before any CUDA work
     device = resolve_device(cfg.train.device)
-    if device.type == "cpu":  # one intra-op thread: reductions in one order whatever the core count, so a plain
-        torch.set_num_threads(1)  # `dvc repro`, .ci/repro's workers and another machine compute the same numbers
-        _report_cpu_math()
+    _pin_cpu(device)
     started_dist = _maybe_init_distributed(device)
     rank, world = _dist_info()
     ids_per_batch = cfg.data.batch_size // cfg.data.num_instances
@@ -543,10 +541,15 @@ def train(cfg: Config, out_dir: str | Path, seed: int | None = None, *, resume: 
     return result
 
 
-def _report_cpu_math() -> None:
-    """Print the CPU math libraries' code path (:mod:`mambapro.environment`); warn when the pin came too late."""
+def _pin_cpu(device: torch.device) -> None:
+    """On the CPU: one intra-op thread (reductions in one order whatever the core count, so that a plain `dvc
+    repro`, .ci/repro's workers and another machine compute the same numbers), and print the CPU math libraries'
+    code path (:mod:`mambapro.environment`), warning when a pin is not in effect."""
+    if device.type != "cpu":
+        return
     from mambapro.environment import cpu_math_report
 
+    torch.set_num_threads(1)
     line, ok = cpu_math_report()
     print(line, flush=True)
     if not ok:
@@ -613,6 +616,7 @@ def evaluate_checkpoint(path: str | Path, cfg: Config | None = None, missing: tu
     cfg = cfg or _config_of(ckpt)
     seed_everything(ckpt["seed"])  # before any CUDA work
     device = resolve_device(cfg.train.device)
+    _pin_cpu(device)
     data = build_data(cfg, ckpt["seed"])
     _check_sizes(Path(path), ckpt, data)
     model.to(device)

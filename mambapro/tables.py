@@ -527,7 +527,7 @@ NOISE_NOTE = (f"mAP − F: difference of the seed means from preset F (p: Welch'
 def _versus_cell(delta: float | None, p: float | None, beyond: bool) -> str:
     if delta is None:
         return "—"
-    text = f"{delta:+.1f}" + (f" (p {p:.2f})" if p is not None else "")
+    text = f"{delta:+.1f}" + ("" if p is None else " (p < 0.01)" if p < 0.01 else f" (p {p:.2f})")
     return f"**{text}**" if beyond else text
 
 

@@ -309,7 +309,9 @@ def test_frozen_tower_checkpoints_keep_only_what_training_changes(pretrained_f):
     # best.pt is for evaluation only; the last epoch's last.pt no longer needs Adam's moments (the run is over)
     best = load_checkpoint(run / "best.pt", cfg)
     assert "optimizer" not in best and "optimizer" not in ckpt and ckpt["epoch"] == 2
+    torch.set_num_threads(2)  # evaluation pins one thread too: the same numbers whatever the core count
     assert engine.evaluate_checkpoint(run / "best.pt", cfg)["full"]["mAP"] == result["best"]["mAP"]
+    assert torch.get_num_threads() == 1
     assert _metrics(train(cfg, run, seed=0, progress=False)) == _metrics(result)  # a finished run "resumes" too
 
 
