@@ -29,3 +29,13 @@ def stand_in_commands(tmp_path):
         return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(tmp_path / "log")}
 
     return make
+
+
+def load_script(path):
+    """A script (``benchmarks/*.py``, ``.ci/*.py``) imported as a module, for testing its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

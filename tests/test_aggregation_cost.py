@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "aggregation_cost.py"
@@ -17,10 +17,7 @@ SCRIPT = ROOT / "benchmarks" / "aggregation_cost.py"
 
 @pytest.fixture(scope="module")
 def ac():
-    spec = importlib.util.spec_from_file_location("aggregation_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

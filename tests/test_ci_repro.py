@@ -87,14 +87,11 @@ def test_a_failed_run_stops_the_repro_but_the_finished_runs_are_recorded(tmp_pat
 def test_the_quick_tier_trains_table_3_only():
     """`.ci/main quick`: the workers get the training stages upstream of the `quick` stage, Table 3's A-G with
     every seed (read from this repository's dvc.yaml and params.yaml)."""
-    import importlib.util
-
     import yaml
+    from conftest import load_script
     from dvc.repo import Repo
 
-    spec = importlib.util.spec_from_file_location("ci_stages", ROOT / ".ci" / "stages.py")
-    stages = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(stages)
+    stages = load_script(ROOT / ".ci" / "stages.py")
     seeds = yaml.safe_load((ROOT / "params.yaml").read_text())["seeds"]
     repo = Repo(str(ROOT))
     assert sorted(stages.training_stages(repo, ["quick"])) == sorted(f"train@{p}-{s}" for p in "ABCDEFG"

@@ -3,7 +3,6 @@ time-bounded without disturbing an outer alarm (pytest-timeout); the device peak
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import signal
@@ -12,16 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def numbers(obj, path=""):

@@ -339,7 +339,8 @@ def test_partial_vehicle_table12_and_cli(tmp_path, capsys, monkeypatch):
     with pytest.raises(tables.MissingResultError, match="vehicle runs missing"):
         tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path)
     written = tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path, partial=True)
-    assert sorted(p.name for p in written) == ["noise.csv", "noise.md", "runs.csv", "runs.md", "table12.csv", "table12.md"]
+    assert sorted(p.name for p in written) == ["noise.csv", "noise.md", "runs.csv", "runs.md", "table12.csv",
+                                              "table12.md"]
     t12 = {r["row"]: r for r in _read_csv(folder / "tables" / "table12.csv")}
     assert t12["F"]["seeds"] == "3" and t12["A"]["seeds"] == "0" and float(t12["F"]["paper_mAP"]) == 83.9
     assert "evaluate F" not in (folder / "tables" / "runs.md").read_text()
