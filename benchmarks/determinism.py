@@ -9,7 +9,9 @@ Variants (each in its own process, one thread unless said otherwise):
   aten          ATen's own dispatch for this CPU (ATEN_CPU_CAPABILITY=avx512 where the CPU has it)
   mkl           MKL_CBWR=AUTO (MKL picks its kernels by CPU)
   onednn        ONEDNN_MAX_CPU_ISA=ALL
-  scan-native   the native scan compiled with -march=native (what the code did before issue 13)
+  scan-native   the native scan compiled with -march=native (the portable flags otherwise: -ffp-contract=off)
+  scan-before   the native scan with the flags before issue 13: -O3 -march=native -ffast-math (contraction into
+                fused multiply-adds allowed)
   threads-2     two intra-op threads (the engine pins one; this variant overrides it)
   unpinned      all of the above at once
 
@@ -40,22 +42,23 @@ RELEASED = {
     "aten": {"env": {"ATEN_CPU_CAPABILITY": OWN_CAPABILITY}},
     "mkl": {"env": {"MKL_CBWR": "AUTO"}},
     "onednn": {"env": {"ONEDNN_MAX_CPU_ISA": "ALL"}},
-    "scan-native": {"scan_native": True},
+    "scan-native": {"scan_flags": "-O3 -ffast-math -ffp-contract=off -fPIC -march=native"},
+    "scan-before": {"scan_flags": "-O3 -march=native -ffast-math -fPIC"},
     "threads-2": {"threads": 2},
 }
 VARIANTS = ["pinned", *RELEASED, "unpinned"]
 
 
-def child(preset: str, seed: int, out: str, scan_native: bool, threads: int) -> None:
+def child(preset: str, seed: int, out: str, scan_flags: str | None, threads: int) -> None:
     """Train in this process (the environment was set by the parent) and print one JSON line."""
     import torch
 
     import mambapro  # noqa: F401 - first: the pins (unless the parent's environment overrides them)
 
-    if scan_native:  # the pre-issue-13 build: a separate cached library (its name hashes the flags)
+    if scan_flags:  # another build of the kernel: a separate cached library (its name hashes the flags)
         from mambapro import native_scan
 
-        native_scan.COMPILE_FLAGS = (*native_scan.PORTABLE_FLAGS, "-march=native")
+        native_scan.COMPILE_FLAGS = tuple(scan_flags.split())
         native_scan._library.cache_clear()
     if threads != 1:
         torch.set_num_threads(threads)
@@ -78,13 +81,13 @@ def child(preset: str, seed: int, out: str, scan_native: bool, threads: int) -> 
 
 
 def _run(variant: str, preset: str, seed: int, tmp: Path) -> dict:
-    spec = {"env": {}, "scan_native": False, "threads": 1}
+    spec = {"env": {}, "scan_flags": None, "threads": 1}
     for name in (RELEASED if variant == "unpinned" else [variant] if variant in RELEASED else []):
         for key, value in RELEASED[name].items():
             spec[key] = {**spec[key], **value} if key == "env" else value
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), **spec["env"]}
     cmd = [sys.executable, __file__, "--child", variant, "--preset", preset, "--seed", str(seed),
-           "--out", str(tmp / variant), *(["--scan-native"] if spec["scan_native"] else []),
+           "--out", str(tmp / variant), *([f"--scan-flags={spec['scan_flags']}"] if spec["scan_flags"] else []),
            "--threads", str(spec["threads"])]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -100,11 +103,11 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--scan-native", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--scan-flags", default=None, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child(args.preset, args.seed, args.out, args.scan_native, args.threads)
+        return child(args.preset, args.seed, args.out, args.scan_flags, args.threads)
 
     variants = list(dict.fromkeys(["pinned", *args.variants]))
     t0 = time.time()
