@@ -112,6 +112,13 @@ def versus_reference(run: dict[str, Any], reference: dict[str, Any], which: str 
     return {"delta": delta, "p": p, "beyond_noise": p is not None and p < NOISE_ALPHA}
 
 
+def _versus_f(preset: str, run: dict | None, reference: dict | None, which: str = "last") -> dict[str, Any]:
+    """:func:`versus_reference` of ``preset`` against F; no comparison for F itself or a run that is absent."""
+    if run is None or reference is None or preset == OURS_PRESET:
+        return {"delta": None, "p": None, "beyond_noise": False}
+    return versus_reference(run, reference, which)
+
+
 def evaluation_noise(run: dict[str, Any]) -> float | None:
     """Mean over seeds of the half-width of the last evaluation's 95 % bootstrap interval of mAP (over queries,
     :func:`mambapro.metrics.bootstrap_interval`); None for runs written before the interval was recorded."""
@@ -496,9 +503,7 @@ def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = 
                 point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = \
                     (None, None) if run is None else stat(run, which, m)
         for which in WHICH:  # the mAP difference from F and whether it exceeds the seed noise
-            vs = ({"delta": None, "p": None, "beyond_noise": False}
-                  if run is None or reference is None or preset == OURS_PRESET
-                  else versus_reference(run, reference, which))
+            vs = _versus_f(preset, run, reference, which)
             point.update({f"{which}_mAP_vs_F": vs["delta"], f"{which}_mAP_vs_F_p": vs["p"],
                           f"{which}_mAP_beyond_noise": vs["beyond_noise"]})
         out.append(point)
@@ -540,8 +545,7 @@ def noise_table(metrics: dict[str, dict | None]) -> Table:
         if run is None:
             continue
         mean, std = stat(run, "last", "mAP")
-        vs = ({"delta": None, "p": None, "beyond_noise": False} if preset == OURS_PRESET
-              else versus_reference(run, reference))
+        vs = _versus_f(preset, run, reference)
         evaluation = evaluation_noise(run)
         rows.append({"preset": preset, "seeds": num_seeds(run), "mAP_mean": mean, "mAP_std": std,
                      "evaluation_ci95_halfwidth": evaluation, "delta_vs_F": vs["delta"], "p": vs["p"],
