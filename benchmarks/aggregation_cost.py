@@ -5,7 +5,7 @@ convention), batch 1, n patch tokens per modality on an (h, w) grid with h·w = 
 h >= w; n = 128 gives the person grid 16×8), total tokens 3n from 3×128 to 3×``--max-tokens`` (default 3×8192).
 
 * FLOPs: fvcore (one MAC = one FLOP) with the selective-scan and attention handles of
-  ``mambapro.aggregation.fvcore_handles`` (scan: 9·B·L·D·N + B·D·L, official sec. 6).  fvcore counts by tracing a
+  ``mambapro.complexity.flop_handles`` (scan: 9·B·L·D·N + B·D·L, official sec. 6).  fvcore counts by tracing a
   real forward, which at 3×8192 tokens costs about as much as timing it (tens of seconds), so the count is taken
   from the structure of fvcore's own totals instead: every counted op of these aggregators costs a constant, or a
   multiple of n (linear layers, depthwise conv, norms, scan), or of n² (attention), so the fvcore total is exactly
@@ -52,7 +52,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mambapro.aggregation import build_aggregator, fvcore_handles  # noqa: E402
+from mambapro.aggregation import build_aggregator  # noqa: E402
+from mambapro.complexity import flop_handles  # noqa: E402
 from mambapro.config import AggregationConfig  # noqa: E402
 
 DIM = 512
@@ -103,7 +104,7 @@ def fvcore_flops(kind: str, n: int) -> Fraction:
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
 
-        analysis = FlopCountAnalysis(build(kind, n), (make_inputs(n),)).set_op_handle(**fvcore_handles())
+        analysis = FlopCountAnalysis(build(kind, n), (make_inputs(n),)).set_op_handle(**flop_handles())
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         with torch.no_grad():

@@ -6,7 +6,11 @@ from mambapro.environment import pin_cpu_math
 
 pin_cpu_math()
 
+# The package's configuration, then the modules that register the interchangeable parts (mambapro.registry),
+# imported once so that every registry is full whenever the package is.
+from mambapro import adapters, aggregation, prompts, scan  # noqa: E402, F401
 from mambapro.config import MODALITIES, Config, resolve_config  # noqa: E402
+from mambapro.data import readers  # noqa: E402, F401
 
 __all__ = ["MODALITIES", "Config", "resolve_config"]
 __version__ = "0.1.0"

@@ -21,19 +21,19 @@ from open_clip.transformer import QuickGELU
 from torch import nn
 
 from mambapro.config import AdapterConfig
+from mambapro.registry import ACTIVATIONS, ADAPTER_POSITIONS, ADAPTERS
 
-POSITIONS = ("side_ffn", "behind_ffn", "side_mhsa", "behind_mhsa")
+for _position in ("side_ffn", "behind_ffn", "side_mhsa", "behind_mhsa"):  # Table 8; see :func:`adapted_layer`
+    ADAPTER_POSITIONS.register(_position, None)
+ACTIVATIONS.register("quickgelu", QuickGELU)  # official code
+ACTIVATIONS.register("gelu", nn.GELU)  # paper Eq. (2)
 BNA_POSITION = "behind_ffn"  # a bottleneck adapter is sequential (Houlsby et al. 2019), paper Table 5
 LORA_POSITION = "side_ffn"  # our choice: LoRA's low-rank branch sits where the PFA sits (see :class:`LoRA`)
 
 
 def make_activation(name: str) -> nn.Module:
     """``"quickgelu"`` x * sigmoid(1.702 x), the official code's; ``"gelu"`` is the paper's (Eq. 2)."""
-    if name == "quickgelu":
-        return QuickGELU()
-    if name == "gelu":
-        return nn.GELU()
-    raise ValueError(f"activation = {name!r} is not one of: quickgelu, gelu")
+    return ACTIVATIONS.get(name).obj()
 
 
 class MLPAdapter(nn.Module):
@@ -98,30 +98,34 @@ def build_adapter(cfg: AdapterConfig, dim: int) -> nn.Module | None:
 
     ``adapter.position`` (Table 8) applies to the PFA; BNA is always sequential behind the FFN and LoRA always a
     side branch beside it (Table 5 varies the adapter, Table 8 the PFA's position)."""
-    if cfg.kind == "none":
+    entry = ADAPTERS.get(cfg.kind)  # an unknown kind lists the registered ones
+    if entry.obj is None:
         return None
-    if cfg.position not in POSITIONS:
-        raise ValueError(f"adapter.position = {cfg.position!r} is not one of: {', '.join(POSITIONS)}")
-    if cfg.kind == "pfa":
-        module, position = PFA(dim, cfg.hidden_ratio, cfg.activation), cfg.position
-    elif cfg.kind == "bna":
-        module, position = BNA(dim, cfg.bottleneck, cfg.activation), BNA_POSITION
-    elif cfg.kind == "lora":
-        module, position = LoRA(dim, cfg.rank), LORA_POSITION
-    else:
-        raise ValueError(f"adapter.kind = {cfg.kind!r} is not one of: none, pfa, bna, lora")
-    module.position = position
-    module.block_input = cfg.kind == "pfa" and cfg.block_input
+    ADAPTER_POSITIONS.get(cfg.position)
+    module = entry.obj(cfg, dim)
+    module.position = entry.facts["position"] or cfg.position
+    module.block_input = entry.facts["block_input"] and cfg.block_input
     return module
 
 
 def build_adapters(cfg: AdapterConfig, dim: int, num_layers: int) -> nn.ModuleDict | None:
     """Adapters of layers ``start_layer .. num_layers - 1`` (Fig. 9c), keyed by the layer index as a string."""
-    if cfg.kind == "none":
+    if ADAPTERS.get(cfg.kind).obj is None:
         return None
     if not 0 <= cfg.start_layer < num_layers:
         raise ValueError(f"adapter.start_layer = {cfg.start_layer} is outside 0..{num_layers - 1}")
     return nn.ModuleDict({str(i): build_adapter(cfg, dim) for i in range(cfg.start_layer, num_layers)})
+
+
+# The kinds (:data:`mambapro.registry.ADAPTERS`, in the configuration's order): one layer's adapter from (cfg, dim),
+# ``position`` (None: ``adapter.position``, the PFA's Table 8 choice; else the kind's fixed place) and ``block_input``
+# (whether ``adapter.block_input`` applies).
+ADAPTERS.register("none", None, position=None, block_input=False)
+ADAPTERS.register("pfa", lambda cfg, dim: PFA(dim, cfg.hidden_ratio, cfg.activation), position=None,
+                  block_input=True)
+ADAPTERS.register("bna", lambda cfg, dim: BNA(dim, cfg.bottleneck, cfg.activation), position=BNA_POSITION,
+                  block_input=False)
+ADAPTERS.register("lora", lambda cfg, dim: LoRA(dim, cfg.rank), position=LORA_POSITION, block_input=False)
 
 
 Branch = Callable[[torch.Tensor], torch.Tensor]
@@ -157,4 +161,4 @@ def adapted_layer(x: torch.Tensor, attn: Branch, ffn: Branch, adapter: nn.Module
         h = attn(x)
         y = x + h + adapter(h)
         return y + ffn(y)
-    raise ValueError(f"adapter position {position!r} is not one of: {', '.join(POSITIONS)}")
+    raise ValueError(f"adapter position {position!r} is not one of: {', '.join(ADAPTER_POSITIONS)}")

@@ -44,9 +44,15 @@ MA 9,469,440; MA(Trans) 14,190,080.  The whole two-block MA module has 17,358,33
 counting rule consistent with Table 6 explains (sec. 7; BN buffers or biases on in/out_proj would fit F but break
 Table 6 by +0.01 M), so we report 74.17.
 
-FLOPs (fvcore, batch 1, one MAC = one FLOP, with :func:`fvcore_handles`): one MA block + reductions 1.41 G (paper
-1.42), Intra-MA and Inter-MA 0.71 G each, Transformer 1.36 G, Concat 0.10 G, Sum 0.0016 G (the paper prints 0.01;
-fvcore does not count the additions of the sum), MA(Trans) 2.62 G (the paper's 1.81 G is not reproduced, sec. 7).
+Every kind is an entry of :data:`mambapro.registry.AGGREGATORS` (registered at the end of this module): a block
+factory ``(dim, grid, cfg) -> nn.Module`` with the facts ``scan`` (it runs the selective scan: its Mamba
+hyper-parameters are checked and the engine reports the scan backend), ``stacked`` (``num_blocks`` applies) and
+``paper`` (its rows in the paper's aggregation tables as (table, label) pairs, () for none).
+
+FLOPs (fvcore, batch 1, one MAC = one FLOP, with :func:`mambapro.complexity.flop_handles`): one MA block +
+reductions 1.41 G (paper 1.42), Intra-MA and Inter-MA 0.71 G each, Transformer 1.36 G, Concat 0.10 G, Sum 0.0016 G
+(the paper prints 0.01; fvcore does not count the additions of the sum), MA(Trans) 2.62 G (the paper's 1.81 G is
+not reproduced, sec. 7).
 """
 
 from __future__ import annotations
@@ -59,10 +65,9 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from mambapro.config import MODALITIES, AggregationConfig
-from mambapro.scan import fvcore_handles as scan_fvcore_handles
+from mambapro.registry import AGGREGATORS
 from mambapro.scan import resolve_backend, selective_scan
 
-KINDS = ("none", "sum", "concat", "transformer", "intra_ma", "inter_ma", "ma", "ma_trans")
 NUM_MODALITIES = len(MODALITIES)
 
 
@@ -299,9 +304,8 @@ def _official_init(module: nn.Module) -> None:
 def build_aggregator(cfg: AggregationConfig, dim: int, grid: tuple[int, int]) -> Aggregator | None:
     """The aggregator named by ``cfg.kind`` for token width ``dim`` on a ``grid = (h, w)`` patch grid (given by the
     backbone: 16×8 for 256×128 persons, 8×16 for 128×256 vehicles); None for kind "none"."""
-    if cfg.kind not in KINDS:
-        raise ValueError(f"aggregation.kind = {cfg.kind!r} is not one of: {', '.join(KINDS)}")
-    if cfg.kind == "none":
+    entry = AGGREGATORS.get(cfg.kind)  # an unknown kind lists the registered ones
+    if entry.obj is None:
         return None
     if cfg.dt_init not in ("official", "mamba"):
         raise ValueError(f"aggregation.dt_init = {cfg.dt_init!r} is not one of: official, mamba")
@@ -311,7 +315,7 @@ def build_aggregator(cfg: AggregationConfig, dim: int, grid: tuple[int, int]) ->
         raise ValueError(f"aggregation: dim must be positive, got {dim}")
     if cfg.num_blocks < 1:
         raise ValueError(f"aggregation.num_blocks = {cfg.num_blocks} must be >= 1")
-    if cfg.kind in ("intra_ma", "inter_ma", "ma"):
+    if entry.facts["scan"]:
         if cfg.d_conv < 1 or cfg.d_conv % 2 == 0:
             raise ValueError(f"aggregation.d_conv = {cfg.d_conv} must be odd (the conv keeps the patch grid)")
         for key in ("d_state", "expand"):
@@ -320,17 +324,8 @@ def build_aggregator(cfg: AggregationConfig, dim: int, grid: tuple[int, int]) ->
         if cfg.dt_rank is not None and cfg.dt_rank < 1:
             raise ValueError(f"aggregation.dt_rank = {cfg.dt_rank} must be >= 1 or None")
     grid = (int(grid[0]), int(grid[1]))
-    make = {
-        "sum": lambda: SumFusion(),
-        "concat": lambda: ConcatFusion(dim),
-        "transformer": lambda: JointTransformer(dim),
-        "intra_ma": lambda: MambaStage(dim, grid, cfg, inter=False),
-        "inter_ma": lambda: MambaStage(dim, grid, cfg, inter=True),
-        "ma": lambda: MABlock(dim, grid, cfg),
-        "ma_trans": lambda: TransMABlock(dim),
-    }[cfg.kind]
-    count = 1 if cfg.kind in ("sum", "concat") else cfg.num_blocks
-    aggregator = Aggregator(cfg.kind, dim, grid, nn.ModuleList(make() for _ in range(count)))
+    count = cfg.num_blocks if entry.facts["stacked"] else 1
+    aggregator = Aggregator(cfg.kind, dim, grid, nn.ModuleList(entry.obj(dim, grid, cfg) for _ in range(count)))
     aggregator.apply(_official_init)
     if cfg.dt_init == "mamba":
         for module in aggregator.modules():
@@ -339,31 +334,28 @@ def build_aggregator(cfg: AggregationConfig, dim: int, grid: tuple[int, int]) ->
     return aggregator
 
 
-def table6_parameters(aggregator: Aggregator) -> int:
-    """Parameters as Table 6 / 11 count them (sec. 7): one block plus the three reductions."""
-    first = sum(p.numel() for p in aggregator.blocks[0].parameters()) if len(aggregator.blocks) else 0
-    return first + sum(p.numel() for p in aggregator.reduction.parameters())
-
-
 # --------------------------------------------------------------------------------------------------------------
-# FLOPs
+# The registered kinds (:data:`mambapro.registry.AGGREGATORS`): one block's factory (dim, grid, cfg) and its facts;
+# the registration order is the order of the configuration's choices.
 
-
-def _sdpa_flop_handle(inputs, outputs) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention`` (which fvcore leaves uncounted): the two matmuls,
-    B·H·Lq·Lk·(E + Ev) MACs."""
-    q, k, v = (inputs[i].type().sizes() for i in range(3))
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def fvcore_handles() -> dict:
-    """fvcore op handles the aggregators need beyond fvcore's defaults: the selective scan
-    (:func:`mambapro.scan.fvcore_handles`) and scaled-dot-product attention (timm's fused attention path)."""
-    return {**scan_fvcore_handles(), "aten::scaled_dot_product_attention": _sdpa_flop_handle}
+AGGREGATORS.register("none", None, scan=False, stacked=False, paper=())  # Table 3 rows A-E: no aggregation
+AGGREGATORS.register("sum", lambda dim, grid, cfg: SumFusion(), scan=False, stacked=False,
+                     paper=(("table6", "Sum"),))
+AGGREGATORS.register("concat", lambda dim, grid, cfg: ConcatFusion(dim), scan=False, stacked=False,
+                     paper=(("table6", "Concat"),))
+AGGREGATORS.register("transformer", lambda dim, grid, cfg: JointTransformer(dim), scan=False, stacked=True,
+                     paper=(("table6", "Transformer"),))
+AGGREGATORS.register("intra_ma", lambda dim, grid, cfg: MambaStage(dim, grid, cfg, inter=False), scan=True,
+                     stacked=True, paper=(("table6", "Intra-MA"),))
+AGGREGATORS.register("inter_ma", lambda dim, grid, cfg: MambaStage(dim, grid, cfg, inter=True), scan=True,
+                     stacked=True, paper=(("table6", "Inter-MA"),))
+AGGREGATORS.register("ma", lambda dim, grid, cfg: MABlock(dim, grid, cfg), scan=True, stacked=True,
+                     paper=(("table6", "MA"), ("table11", "MA(Mamba)")))
+AGGREGATORS.register("ma_trans", lambda dim, grid, cfg: TransMABlock(dim), scan=False, stacked=True,
+                     paper=(("table11", "MA(Trans)"),))
 
 
 __all__ = [
-    "KINDS", "Aggregator", "ConcatFusion", "JointTransformer", "MABlock", "MambaStage", "ModalityReduction", "SSM",
-    "SumFusion", "TransMABlock", "build_aggregator", "fvcore_handles", "table6_parameters",
+    "Aggregator", "ConcatFusion", "JointTransformer", "MABlock", "MambaStage", "ModalityReduction", "SSM",
+    "SumFusion", "TransMABlock", "build_aggregator",
 ]

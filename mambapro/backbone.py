@@ -35,6 +35,7 @@ import torch
 from open_clip.model import _build_vision_tower, resize_pos_embed
 from torch import nn
 
+from mambapro import checkpoints
 from mambapro.adapters import adapted_layer, build_adapters
 from mambapro.config import MODALITIES, Config, scale_layers
 from mambapro.prompts import build_prompts
@@ -53,7 +54,6 @@ TIMM_EQUIVALENTS = {
     TINY_ARCH: (TINY_ARCH, None),
 }
 TIMM_KEY = "backbone.timm_pretrained"  # the config field naming the timm tower's weights (not backbone.pretrained)
-_HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
 class WeightsUnavailable(RuntimeError):
@@ -78,34 +78,6 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def _cached_hf_file(repo_id: str, filenames=_HF_FILES) -> str | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in filenames:
-        path = try_to_load_from_cache(repo_id, name)
-        if isinstance(path, str) and os.path.isfile(path):
-            return path
-    return None
-
-
-def _cached_checkpoint(pretrained_cfg: dict) -> str | None:
-    """A locally cached file for an open_clip pretrained tag (Hugging Face cache or open_clip's URL cache)."""
-    if pretrained_cfg.get("file"):
-        return pretrained_cfg["file"]
-    repo = pretrained_cfg.get("hf_hub", "").rstrip("/")
-    if repo:
-        repo_id, _, filename = repo.rpartition("/") if repo.count("/") > 1 else (repo, "", "")
-        path = _cached_hf_file(repo_id, (filename,) if filename else _HF_FILES)
-        if path:
-            return path
-    url = pretrained_cfg.get("url", "")
-    if url:
-        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(urlparse(url).path)
-        if path.is_file():
-            return str(path)
-    return None
-
-
 def _unavailable(arch: str, tag: str, reason: str, example: str, key: str = "backbone.pretrained"
                  ) -> WeightsUnavailable:
     """``key``: the config field that names the weights (``backbone.timm_pretrained`` for the timm tower)."""
@@ -126,7 +98,7 @@ def resolve_clip_checkpoint(arch: str, tag: str) -> str:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise ValueError(f"backbone.pretrained = {tag!r} is neither a file nor an open_clip tag of {arch} "
                          f"(tags: {tags})")
-    cached = _cached_checkpoint(cfg)
+    cached = checkpoints.cached_clip_file(cfg)
     if cached:
         return cached
     example = cfg.get("url") or f"https://huggingface.co/{cfg.get('hf_hub', '')}"
@@ -234,7 +206,7 @@ def build_timm_tower(arch: str, image_size: tuple[int, int], pretrained: str | N
         pcfg = None
     if pcfg is None:
         raise ValueError(f"{TIMM_KEY} = {pretrained!r} is neither a file nor a timm tag of {name}")
-    if pcfg.hf_hub_id and not _cached_hf_file(pcfg.hf_hub_id):
+    if pcfg.hf_hub_id and not checkpoints.cached_hf_file(pcfg.hf_hub_id):
         example = pcfg.url or f"https://huggingface.co/{pcfg.hf_hub_id}"
         if _offline():
             raise _unavailable(name, pretrained, "HF_HUB_OFFLINE is set", example, TIMM_KEY)
@@ -358,6 +330,3 @@ class Backbone(nn.Module):
             x, carried = self.forward_layer(x, layer, m, carried)
         return self.head(x)
 
-
-def build_backbone(cfg: Config, num_cameras: int, tower: nn.Module | None = None) -> Backbone:
-    return Backbone(cfg, num_cameras, tower)

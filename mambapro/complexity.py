@@ -6,14 +6,16 @@ BN-necks and the camera embedding do not; rows B and G add the CLIP visual tower
 Tables 4 and 5 count ONE transformer layer's module, Table 6 (and 11) ONE aggregation block plus the final
 per-modality LN + Linear reductions, Table 3 the whole model.
 
-FLOPs follow fvcore (one multiply-add = one FLOP) with handles for ``aten::scaled_dot_product_attention`` (what
-``nn.MultiheadAttention`` and timm's attention trace to) and, when importable, the selective scan
-(:func:`mambapro.scan.fvcore_handles`).  Table 5 = one layer, one modality, 129 tokens; Table 4 = extra cost of one
-layer over the three modalities (prompted minus plain layer, taken at the second layer so RP runs); Table 6/11 =
-the aggregator with one block, batch 1.
+FLOPs follow fvcore (one multiply-add = one FLOP) with :func:`flop_handles`, the one handle per operator fvcore
+leaves uncounted: ``aten::scaled_dot_product_attention`` (what ``nn.MultiheadAttention`` and timm's attention
+trace to), the fused ``nn.MultiheadAttention`` path and the selective scan (:func:`mambapro.scan.fvcore_handles`).
+Table 5 = one layer, one modality, 129 tokens; Table 4 = extra cost of one layer over the three modalities (prompted
+minus plain layer, taken at the second layer so RP runs); Table 6/11 = the aggregator with one block, batch 1.
 
 ``python -m mambapro.complexity --out results/`` writes ``complexity.csv`` and ``complexity.md`` (paper value,
-ours and the difference for every row), each to a temporary name renamed when complete.
+ours and the difference for every row), each to a temporary name renamed when complete.  The paper's values are
+read from :mod:`mambapro.paper_results` (columns ``params_M``, ``flops_G``), the rows from
+:data:`mambapro.config.TABLES`.
 """
 
 from __future__ import annotations
@@ -27,28 +29,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mambapro.aggregation import build_aggregator
 from mambapro.config import TABLES, Config, resolve_config
+from mambapro.paper_results import paper_table
 from mambapro.results import write_text
+from mambapro.scan import fvcore_handles as scan_fvcore_handles
 
 PAPER_PROFILE = "rgbnt201"
 PAPER_CLASSES, PAPER_CAMERAS = 171, 4
 
-# Paper values: Params in M, FLOPs in G (Tables 3-6, 11).
-PAPER = {
-    "table3": {"A": {"params": 0.0}, "B": {"params": 86.14}, "C": {"params": 28.34}, "D": {"params": 28.48},
-               "E": {"params": 56.82}, "F": {"params": 74.20}, "G": {"params": 160.34}},
-    "table4": {"CLIP(L) + IP": {"flops": 0.09, "params": 0.01}, "CLIP(L) + SP": {"flops": 0.28, "params": 1.78},
-               "CLIP(L) + SRP(Separation)": {"flops": 0.29, "params": 3.55},
-               "CLIP(L) + SRP(Fusion)": {"flops": 0.29, "params": 2.37}},
-    "table5": {"CLIP(L) + LoRA-r(64)": {"flops": 0.01, "params": 0.10},
-               "CLIP(L) + LoRA-r(256)": {"flops": 0.05, "params": 0.39},
-               "CLIP(L) + LoRA-r(384)": {"flops": 0.08, "params": 0.60},
-               "CLIP(L) + BNA": {"flops": 0.08, "params": 0.60}, "CLIP(L) + PFA": {"flops": 0.30, "params": 2.36}},
-    "table6": {"Sum": {"flops": 0.01, "params": 1.58}, "Concat": {"flops": 0.10, "params": 2.37},
-               "Transformer": {"flops": 1.36, "params": 4.73}, "Intra-MA": {"flops": 0.71, "params": 5.64},
-               "Inter-MA": {"flops": 0.71, "params": 5.41}, "MA": {"flops": 1.42, "params": 9.47}},
-    "table11": {"MA(Trans)": {"flops": 1.81, "params": 14.19}, "MA(Mamba)": {"flops": 1.42, "params": 9.47}},
-}
+# The tables with a complexity column, and each quantity's column in mambapro.paper_results (Params in M, FLOPs in G).
+TABLES_WITH_COMPLEXITY = ("table3", "table4", "table5", "table6", "table11")
+PAPER_COLUMNS = {"params": "params_M", "flops": "flops_G"}
 NOTES = {  # (table, row, quantity) -> why ours and the paper differ
     ("table3", "F", "params"): "paper 0.025 M above component arithmetic, unexplained (official sec. 7)",
     ("table3", "G", "params"): "paper 0.025 M above component arithmetic, unexplained (official sec. 7)",
@@ -115,15 +107,9 @@ def _native_mha_flop_handle(inputs, outputs) -> int:
 
 
 def flop_handles() -> dict[str, Callable]:
-    """fvcore handles for attention and (lazily, when importable) the selective scan."""
-    handles: dict[str, Callable] = {"aten::scaled_dot_product_attention": _sdpa_flop_handle,
-                                    "aten::_native_multi_head_attention": _native_mha_flop_handle}
-    try:
-        from mambapro.scan import fvcore_handles
-    except ImportError:
-        return handles
-    handles.update(fvcore_handles())
-    return handles
+    """fvcore handles for the operators it leaves uncounted: attention and the selective scan."""
+    return {"aten::scaled_dot_product_attention": _sdpa_flop_handle,
+            "aten::_native_multi_head_attention": _native_mha_flop_handle, **scan_fvcore_handles()}
 
 
 def count_flops(module: nn.Module, inputs: tuple) -> int:
@@ -179,16 +165,13 @@ def paper_tower() -> nn.Module:
     return build_clip_tower(cfg.backbone.arch, cfg.data.image_size, None)
 
 
-def aggregation_available() -> bool:
-    try:
-        import mambapro.aggregation  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def paper_value(table: str, label: str, quantity: str) -> float:
+    """The paper's ``quantity`` ("params" or "flops") of row ``label`` of ``table`` (from mambapro.paper_results)."""
+    return paper_table(table).value(label, PAPER_COLUMNS[quantity])
 
 
 def _row(table, label, preset, quantity, ours, note=""):
-    paper = PAPER[table][label][quantity]
+    paper = paper_value(table, label, quantity)
     ours_r = round(ours, 2)
     return {"table": table, "row": label, "preset": preset, "quantity": quantity,
             "unit": "M" if quantity == "params" else "G", "paper": paper, "ours": ours_r,
@@ -202,8 +185,6 @@ def table3_rows(tower: nn.Module) -> list[dict]:
     rows = []
     for label, preset in TABLES["table3"]:
         cfg = paper_config(preset)
-        if cfg.aggregation.kind != "none" and not aggregation_available():
-            continue
         model = build_model(cfg, PAPER_CLASSES, PAPER_CAMERAS, tower=tower)
         rows.append(_row("table3", label, preset, "params", model_params(model) / 1e6))
     return rows
@@ -236,8 +217,6 @@ def table5_rows(tower: nn.Module) -> list[dict]:
 
 def aggregation_rows(table: str) -> list[dict]:
     """Table 6 or 11: one aggregation block + reductions at D = 512, grid 16 x 8, batch 1."""
-    from mambapro.aggregation import build_aggregator
-
     rows = []
     for label, preset in TABLES[table]:
         cfg = paper_config(preset, aggregation={"num_blocks": 1})
@@ -248,20 +227,17 @@ def aggregation_rows(table: str) -> list[dict]:
     return rows
 
 
-def complexity_rows(tables: tuple[str, ...] = tuple(PAPER)) -> list[dict]:
-    """Every row of ``tables`` (default: Tables 3, 4, 5, and 6, 11 when ``mambapro.aggregation`` imports)."""
-    unknown = [t for t in tables if t not in PAPER]
+def complexity_rows(tables: tuple[str, ...] = TABLES_WITH_COMPLEXITY) -> list[dict]:
+    """Every row of ``tables`` (default: Tables 3, 4, 5, 6 and 11)."""
+    unknown = [t for t in tables if t not in TABLES_WITH_COMPLEXITY]
     if unknown:
-        raise ValueError(f"unknown tables {unknown}; valid: {', '.join(PAPER)}")
+        raise ValueError(f"unknown tables {unknown}; valid: {', '.join(TABLES_WITH_COMPLEXITY)}")
     tower = paper_tower() if {"table3", "table4", "table5"} & set(tables) else None
     builders = {"table3": lambda: table3_rows(tower), "table4": lambda: table4_rows(tower),
                 "table5": lambda: table5_rows(tower)}
     rows = []
     for table in tables:
-        if table in builders:
-            rows += builders[table]()
-        elif aggregation_available():
-            rows += aggregation_rows(table)
+        rows += builders[table]() if table in builders else aggregation_rows(table)
     return rows
 
 
@@ -280,13 +256,13 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def to_markdown(rows: list[dict], skipped: list[str]) -> str:
+def to_markdown(rows: list[dict]) -> str:
     lines = ["# Complexity: paper vs. this implementation", "",
              "Paper scale (ViT-B-16-quickgelu, 256x128, 171 classes, 4 cameras), random weights, CPU. Params in M "
              "(added modules only; Tables 4/5 one layer, Table 6/11 one block + reductions); FLOPs in G (fvcore, "
              "1 MAC = 1 FLOP). Table 3's Mem(GB) needs the paper's GPU and batch and is not measured here. "
              "See `mambapro/complexity.py`.", ""]
-    for table in PAPER:
+    for table in TABLES_WITH_COMPLEXITY:
         sel = [r for r in rows if r["table"] == table]
         if not sel:
             continue
@@ -296,19 +272,15 @@ def to_markdown(rows: list[dict], skipped: list[str]) -> str:
             lines.append(f"| {r['row']} | {r['preset']} | {r['quantity']} ({r['unit']}) | {r['paper']:.2f} | "
                          f"{r['ours']:.2f} | {r['difference']:+.2f} | {r['note']} |")
         lines.append("")
-    if skipped:
-        lines += ["Not computed: " + "; ".join(skipped), ""]
     return "\n".join(lines)
 
 
-def write_tables(out: str | Path, tables: tuple[str, ...] = tuple(PAPER)) -> list[dict]:
+def write_tables(out: str | Path, tables: tuple[str, ...] = TABLES_WITH_COMPLEXITY) -> list[dict]:
     """Compute the rows of ``tables`` and write ``complexity.csv`` and ``complexity.md`` under ``out``."""
     rows = complexity_rows(tables)
-    skipped = [] if aggregation_available() else [
-        "Table 3 rows F, G and Tables 6, 11 (mambapro.aggregation does not import)"]
     out = Path(out)
     write_text(out / "complexity.csv", to_csv(rows))
-    write_text(out / "complexity.md", to_markdown(rows, skipped))
+    write_text(out / "complexity.md", to_markdown(rows))
     return rows
 
 
@@ -316,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results", help="folder for complexity.csv and complexity.md")
-    parser.add_argument("--tables", nargs="+", choices=list(PAPER), default=list(PAPER),
+    parser.add_argument("--tables", nargs="+", choices=TABLES_WITH_COMPLEXITY, default=list(TABLES_WITH_COMPLEXITY),
                         help="paper tables to compute (default: all)")
     args = parser.parse_args(argv)
     rows = write_tables(args.out, tuple(args.tables))

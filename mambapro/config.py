@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from mambapro.registry import ACTIVATIONS, ADAPTER_POSITIONS, ADAPTERS, AGGREGATORS, DATASETS, PROMPTS, SCAN_BACKENDS
+
 MODALITIES = ("RGB", "NI", "TI")
 
 
@@ -110,6 +112,14 @@ class TrainConfig:
     seed: int = 1111
     amp: bool = True  # used on CUDA only; CPU runs in fp32
     device: str = "auto"
+    # Paper scale on a GPU (issue 20; mambapro.engine).  The defaults keep the official path: fp16 AMP with a
+    # GradScaler, deterministic kernels, no TF32, eager mode, last.pt after every epoch, `auto` may pick the CPU.
+    require_gpu: bool = False  # `device: auto` without a usable GPU is an error (set by the paper profiles)
+    amp_dtype: str = "float16"  # "bfloat16": bf16 autocast, no GradScaler
+    deterministic: bool = True  # false: cuDNN benchmark on, deterministic algorithms off
+    tf32: bool = False  # TF32 matmuls and convolutions on CUDA; needs deterministic: false
+    compile: bool = False  # torch.compile of the model's forward and backward
+    checkpoint_every: int = 1  # last.pt every N epochs (and after the last one)
 
 
 @dataclass
@@ -193,18 +203,21 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], where: str = "overri
     return cfg
 
 
+# The choices of every enumerated key: the kinds are read from their registries (mambapro/registry.py), which the
+# modules implementing them fill; the rest are options of a single module.
 _CHOICES = {
     ("backbone", "kind"): ("clip", "timm"),
-    ("adapter", "kind"): ("none", "pfa", "bna", "lora"),
-    ("adapter", "position"): ("side_ffn", "behind_ffn", "side_mhsa", "behind_mhsa"),
-    ("adapter", "activation"): ("quickgelu", "gelu"),
-    ("prompt", "kind"): ("none", "ip", "sp", "srp_separation", "srp_fusion"),
-    ("prompt", "activation"): ("quickgelu", "gelu"),
+    ("adapter", "kind"): ADAPTERS,
+    ("adapter", "position"): ADAPTER_POSITIONS,
+    ("adapter", "activation"): ACTIVATIONS,
+    ("prompt", "kind"): PROMPTS,
+    ("prompt", "activation"): ACTIVATIONS,
     ("prompt", "init"): ("zeros", "normal"),
-    ("aggregation", "kind"): ("none", "sum", "concat", "transformer", "intra_ma", "inter_ma", "ma", "ma_trans"),
+    ("aggregation", "kind"): AGGREGATORS,
     ("aggregation", "dt_init"): ("official", "mamba"),
-    ("aggregation", "scan_backend"): ("auto", "cuda", "native", "chunked", "reference"),
-    ("data", "dataset"): ("RGBNT201", "RGBNT100", "MSVR310"),
+    ("aggregation", "scan_backend"): SCAN_BACKENDS,
+    ("data", "dataset"): DATASETS,
+    ("train", "amp_dtype"): ("float16", "bfloat16"),
 }
 
 
@@ -217,18 +230,51 @@ def validate(cfg: Config) -> None:
     bad = [m for m in cfg.eval.missing if m not in MISSING_SETTINGS]
     if bad:
         raise ConfigError(f"eval.missing: {bad} not in {', '.join(MISSING_SETTINGS)}")
-    for key, value, ok, rule in (
-        ("train.epochs", cfg.train.epochs, cfg.train.epochs >= 1, ">= 1"),
-        ("train.warmup_epochs", cfg.train.warmup_epochs, 0 <= cfg.train.warmup_epochs < cfg.train.epochs,
-         f"in [0, train.epochs = {cfg.train.epochs})"),
-        ("train.base_lr", cfg.train.base_lr, cfg.train.base_lr > 0, "> 0"),
-        ("train.backbone_lr", cfg.train.backbone_lr, cfg.train.backbone_lr > 0, "> 0"),
-        ("train.eval_every", cfg.train.eval_every, cfg.train.eval_every >= 1, ">= 1"),
-        ("data.num_instances", cfg.data.num_instances, cfg.data.num_instances >= 1, ">= 1"),
-        ("data.batch_size", cfg.data.batch_size, cfg.data.batch_size >= 1, ">= 1"),
-        ("data.test_batch_size", cfg.data.test_batch_size, cfg.data.test_batch_size >= 1, ">= 1"),
-        ("data.erasing_prob", cfg.data.erasing_prob, 0 <= cfg.data.erasing_prob <= 1, "in [0, 1]"),
-        ("data.image_size", cfg.data.image_size, min(cfg.data.image_size) >= 1, "positive (H, W)"),
+    for section in dataclasses.fields(cfg):  # every float, whatever its range: YAML's .inf / .nan, "Infinity"
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            value = getattr(getattr(cfg, section.name), f.name)
+            for v in value if isinstance(value, tuple) else (value,):
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise ConfigError(f"{section.name}.{f.name} = {value!r} must be a finite number")
+    t, d, a, p, g, lo = cfg.train, cfg.data, cfg.adapter, cfg.prompt, cfg.aggregation, cfg.loss
+    for key, value, ok, rule in (  # ranges; the paper's and official values in official-implementation.md sec. 4
+        ("train.epochs", t.epochs, t.epochs >= 1, ">= 1"),
+        ("train.warmup_epochs", t.warmup_epochs, 0 <= t.warmup_epochs < t.epochs,
+         f"in [0, train.epochs = {t.epochs})"),
+        ("train.base_lr", t.base_lr, t.base_lr > 0, "> 0"),
+        ("train.backbone_lr", t.backbone_lr, t.backbone_lr > 0, "> 0"),
+        ("train.bias_lr_factor", t.bias_lr_factor, t.bias_lr_factor > 0, "> 0 (bias lr = base_lr x factor)"),
+        ("train.weight_decay", t.weight_decay, t.weight_decay >= 0, ">= 0"),
+        ("train.weight_decay_bias", t.weight_decay_bias, t.weight_decay_bias >= 0, ">= 0"),
+        ("train.eval_every", t.eval_every, t.eval_every >= 1, ">= 1"),
+        ("train.checkpoint_every", t.checkpoint_every, t.checkpoint_every >= 1, ">= 1"),
+        ("train.tf32", t.tf32, not (t.tf32 and t.deterministic), "false while train.deterministic is true"),
+        ("train.seed", t.seed, 0 <= t.seed < 2**63, "in [0, 2**63)"),
+        ("data.num_instances", d.num_instances, d.num_instances >= 1, ">= 1"),
+        ("data.batch_size", d.batch_size, d.batch_size >= 1, ">= 1"),
+        ("data.test_batch_size", d.test_batch_size, d.test_batch_size >= 1, ">= 1"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0 (0: load in the main process)"),
+        ("data.pad", d.pad, d.pad >= 0, ">= 0"),
+        ("data.erasing_prob", d.erasing_prob, 0 <= d.erasing_prob <= 1, "in [0, 1]"),
+        ("data.image_size", d.image_size, min(d.image_size) >= 1, "positive (H, W)"),
+        ("backbone.sie_coe", cfg.backbone.sie_coe, cfg.backbone.sie_coe >= 0, ">= 0"),
+        ("adapter.hidden_ratio", a.hidden_ratio, a.hidden_ratio > 0, "> 0"),
+        ("adapter.bottleneck", a.bottleneck, a.bottleneck >= 1, ">= 1"),
+        ("adapter.rank", a.rank, a.rank >= 1, ">= 1"),
+        ("adapter.start_layer", a.start_layer, 0 <= a.start_layer <= 11, "in [0, 11] (a layer of 12, Fig. 9c)"),
+        ("prompt.length", p.length, p.length >= 1, ">= 1"),
+        ("prompt.start_layer", p.start_layer, 0 <= p.start_layer <= 11, "in [0, 11] (a layer of 12, Fig. 9b)"),
+        ("prompt.transfer_hidden", p.transfer_hidden, p.transfer_hidden >= 1, ">= 1"),
+        ("aggregation.num_blocks", g.num_blocks, g.num_blocks >= 1, ">= 1"),
+        ("aggregation.d_state", g.d_state, g.d_state >= 1, ">= 1"),
+        ("aggregation.dt_rank", g.dt_rank, g.dt_rank is None or g.dt_rank >= 1, ">= 1 or null"),
+        ("aggregation.expand", g.expand, g.expand >= 1, ">= 1"),
+        ("aggregation.d_conv", g.d_conv, g.d_conv >= 1, ">= 1"),
+        ("loss.id_weight", lo.id_weight, lo.id_weight >= 0, ">= 0"),
+        ("loss.triplet_weight", lo.triplet_weight, lo.triplet_weight >= 0, ">= 0"),
+        ("loss.label_smoothing", lo.label_smoothing, 0 <= lo.label_smoothing < 1, "in [0, 1)"),
+        ("loss.triplet_margin", lo.triplet_margin, lo.triplet_margin is None or lo.triplet_margin >= 0,
+         ">= 0, or null for the soft margin"),
     ):
         if not ok:
             raise ConfigError(f"{key} = {value!r} must be {rule}")
@@ -257,11 +303,44 @@ CONFIG_DIR = Path(__file__).resolve().parent
 PRESETS_FILE, PROFILES_FILE = CONFIG_DIR / "presets.yaml", CONFIG_DIR / "profiles.yaml"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first[key]}); keep one of the two",
+                        key_node.start_mark)
+                first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str, source: str | Path) -> Any:
+    """YAML ``text`` read with :class:`UniqueKeyLoader`; an error names ``source``, the line and the key."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else str(source)
+        raise ConfigError(f"{where}: {getattr(e, 'problem', None) or e}") from None
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text()
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e})") from e
+    data = load_yaml_text(text, path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of names, got {type(data).__name__}")
     return data
@@ -329,3 +408,10 @@ def resolve_config(profile: str = "default", preset: str | None = None, override
     if overrides:
         cfg = apply_overrides(cfg, overrides, where="overrides")
     return cfg
+
+
+def object_kind(profile: str) -> str:
+    """"person" or "vehicle": the ``object`` fact of ``profile``'s ``data.dataset`` (registered with the dataset's
+    reader in ``mambapro/data/readers.py``).  The one place that decides whether a profile's runs are on persons or
+    on vehicles (Table 12, Fig. 11, ``verify``, the pipeline's ``vehicle`` stages)."""
+    return DATASETS.fact(resolve_config(profile).data.dataset, "object")

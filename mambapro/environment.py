@@ -10,15 +10,24 @@ differently from an AVX2 one).
 
 Each library reads its variable when it first runs a kernel, so the pin works when ``mambapro`` is imported before
 any tensor operation; ``import mambapro`` calls it.  :func:`cpu_math_report` says what is in effect (the engine
-prints it and warns when the pin came too late).  Measured on this project's 2-core AVX-512 machine, preset F's
-one-core training step (``benchmarks/train_step.py``): ATen pin alone within noise, all three +6 %.
+prints it and warns when the pin came too late).  MKL's branch is read back from MKL itself (:func:`mkl_branch`):
+MKL honours ``MKL_CBWR=AVX2`` on Intel CPUs only; elsewhere (AMD EPYC, measured) it silently runs ``AUTO``, whose
+matrix products round differently, so the report says so and a run there is flagged as not reproducing other
+machines' numbers (``MKL_CBWR=COMPATIBLE`` is the branch MKL honours on every x86-64 CPU).
+Measured on an Intel AVX-512 machine, preset F's one-core training step (``benchmarks/train_step.py``): ATen pin
+alone within noise, all three +6 %.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+from pathlib import Path
 
 PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# MKL's CNR branch codes (mkl_service.h: MKL_CBWR_AUTO ... MKL_CBWR_AVX512_E1), as mkl_cbwr_get(MKL_CBWR_BRANCH) says
+MKL_BRANCHES = {2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2",
+                11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}
 
 
 def pin_cpu_math() -> None:
@@ -26,16 +35,35 @@ def pin_cpu_math() -> None:
         os.environ.setdefault(key, value)
 
 
+def mkl_branch() -> str | None:
+    """The CNR branch MKL runs (``mkl_cbwr_get(MKL_CBWR_BRANCH)`` of the MKL inside torch's CPU library), e.g.
+    "AVX2", "AUTO", "COMPATIBLE"; None where torch carries no MKL or the symbol is not exported."""
+    import torch
+
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        get = lib.mkl_serv_cbwr_get
+    except (OSError, AttributeError):
+        return None
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_int]
+    code = get(1)  # MKL_CBWR_BRANCH
+    return MKL_BRANCHES.get(code & 0xFFFF, str(code))
+
+
 def cpu_math_report() -> tuple[str, bool]:
-    """(a one-line description, whether every pin is set and ATen runs the capability its variable names: False when
-    a kernel ran before the pin, the environment lost it, or the CPU lacks AVX2)."""
+    """(a one-line description, whether every pin is in effect: False when a kernel ran before the pin, the
+    environment lost it, the CPU lacks AVX2, or MKL does not run the branch ``MKL_CBWR`` asks for)."""
     import torch
 
     capability = torch.backends.cpu.get_cpu_capability()
-    ok = all(os.environ.get(k) for k in PINS) and capability.lower() == os.environ["ATEN_CPU_CAPABILITY"].lower()
-    line = (f"CPU math: ATen {capability}, MKL_CBWR={os.environ.get('MKL_CBWR', '')}, "
-            f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}")
+    asked = os.environ.get("MKL_CBWR", "")
+    branch = mkl_branch()
+    mkl_ok = branch is None or branch == asked.split(",")[0].upper()
+    ok = (all(os.environ.get(k) for k in PINS) and capability.lower() == os.environ["ATEN_CPU_CAPABILITY"].lower()
+          and mkl_ok)
+    mkl = f"MKL_CBWR={asked}" + ("" if mkl_ok else f" (MKL runs {branch}: not honoured on this CPU)")
+    line = f"CPU math: ATen {capability}, {mkl}, ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '')}"
     return line, ok
 
 
-__all__ = ["PINS", "cpu_math_report", "pin_cpu_math"]
+__all__ = ["MKL_BRANCHES", "PINS", "cpu_math_report", "mkl_branch", "pin_cpu_math"]

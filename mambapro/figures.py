@@ -1,10 +1,11 @@
 """Every figure of the paper from the pipeline's trained runs (what ``notebooks/figures.ipynb`` calls).
 
-Loads each needed run's best checkpoint (one seed), extracts test features and tokens, and hands them to the
-plotting functions of :mod:`mambapro.viz`: Fig. 5 (t-SNE of models A, C, E, F), Fig. 6 (cross-modal token alignment
-before / after MA, model F), Figs. 8 / 9 (hyper-parameter curves), Figs. 10 / 11 (Grad-CAM of the post-MA tokens,
-person model F and the vehicle run), a rank list and the training curves of every preset.  The quick tier
-(:func:`quick_figures`) draws those that need Table 3's runs only.
+Loads each needed run's best checkpoint (one seed), extracts test features, probes the model (token alignment and
+Grad-CAM, :mod:`mambapro.probe`) and hands the data to the plotting functions of :mod:`mambapro.viz`: Fig. 5 (t-SNE
+of models A, C, E, F), Fig. 6 (cross-modal token alignment before / after MA, model F), Figs. 8 / 9
+(hyper-parameter curves), Figs. 10 / 11 (Grad-CAM of the post-MA tokens, person model F and the vehicle run), a rank
+list and the training curves of every preset.  The quick tier (:func:`quick_figures`) draws those that need
+Table 3's runs only.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mambapro import results, viz
-from mambapro.config import Config, resolve_config
+from mambapro import probe, results, viz
+from mambapro.config import Config, object_kind, resolve_config
 from mambapro.tables import QUICK_PRESETS
 
 
 def load_run(cfg: Config, run_dir: str | Path, seed: int):
     """The model of ``<run_dir>/best.pt`` (one seed's run folder) in eval mode and the run's data."""
+    from mambapro.checkpoints import restore_model
     from mambapro.data.loaders import build_data
-    from mambapro.engine import restore_model
 
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
@@ -89,8 +90,8 @@ def alignment(model, data, out: Path, seed: int) -> list[Path]:
     """Fig. 6: the paper's and the centred cross-modal cosine similarity of the same samples' tokens before and after
     MA, and what the component shared by every token is (``fig6_shared_component.json``)."""
     batch = _test_batch(data, 16, seed)
-    sims = viz.alignment_similarities(model, batch["images"], batch["camid"])
-    stats = viz.alignment_shared_component(model, batch["images"], batch["camid"])
+    sims = probe.alignment_similarities(model, batch["images"], batch["camid"])
+    stats = probe.alignment_shared_component(model, batch["images"], batch["camid"])
     stats["mean_similarity"] = {pair: {k: float(np.mean(v)) for k, v in s.items()} for pair, s in sims.items()}
     return viz.alignment_figure(sims, out / "fig6_alignment") + [
         results.write_json(out / "fig6_shared_component.json", stats)]
@@ -101,12 +102,12 @@ def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: i
     """Figs. 10 / 11: centred Grad-CAM of the post-MA tokens of ``samples`` test identities, and the share of
     non-constant maps per modality over ``share_samples`` test samples (``<name>_share.json``)."""
     b = _test_batch(data, samples, seed)
-    maps = viz.gradcam_maps(model, b["images"], b["camid"])
+    maps = probe.gradcam_maps(model, b["images"], b["camid"])
     labels = [f"id {int(p)}" for p in b["pid"]]
     written = viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels,
                                  title=f"{title} (centred Grad-CAM of $f_{{ir}}^M$)")
     many = _test_batch(data, share_samples, seed, distinct=False)
-    share = viz.nonconstant_share(viz.gradcam_maps(model, many["images"], many["camid"]))
+    share = probe.nonconstant_share(probe.gradcam_maps(model, many["images"], many["camid"]))
     print(f"{name}: share of non-constant Grad-CAM maps per modality over {len(many['pid'])} samples: {share}")
     return written + [results.write_json(out / f"{name}_share.json", {"samples": len(many["pid"]), "share": share})]
 
@@ -128,12 +129,12 @@ def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 
 
 def core_figures(profile: str, out: Path, seed: int = 0, gradcam_samples: int = 4) -> list[Path]:
     """The figures that need Table 3's runs only: Fig. 5 (A, C, E, F), Fig. 6, Fig. 10 (persons) or Fig. 11 (a
-    vehicle profile's own runs) and the rank list (F)."""
+    vehicle profile's own runs; :func:`mambapro.config.object_kind`) and the rank list (F)."""
     written = tsne(profile, out, seed)
     cfg = resolve_config(profile, "F")
     model, data = load_run(cfg, results.run_dir(profile, "F", seed), seed)
     written += alignment(model, data, out, seed)
-    if cfg.data.dataset == "RGBNT201":
+    if object_kind(profile) == "person":
         written += gradcam(model, data, out, "fig10_gradcam_person", "Fig. 10: persons", seed, gradcam_samples)
     else:
         written += gradcam(model, data, out, "fig11_gradcam_vehicle", "Fig. 11: vehicles", seed, gradcam_samples)

@@ -2,7 +2,9 @@
 stage of the profile depends on: the embedded default's synthetic benchmark and proxy CLIP, or a paper profile's
 real dataset (every image header checked first) and OpenAI's weights file.
 
-``python -m mambapro.inputs <profile>`` writes it (the DVC stages ``proxy_clip`` and ``dataset``).
+``python -m mambapro.inputs <profile>`` writes it (the DVC stages ``proxy_clip`` and ``dataset``);
+``python -m mambapro.inputs --check <profile>`` only says, in one line each, what a paper profile still lacks (a
+missing ``data/`` or ``weights/`` otherwise surfaces as DVC's bare ``[Errno 2] No such file or directory``).
 """
 
 from __future__ import annotations
@@ -16,12 +18,42 @@ from typing import Any
 from mambapro import results
 from mambapro.config import Config, ConfigError, profile_entry, resolve_config
 
-DATASET_FOLDERS = {"RGBNT201": "RGBNT201", "RGBNT100": "RGBNT100", "MSVR310": "msvr310"}  # under data.root
+
+class InputsMissing(FileNotFoundError):
+    """A paper profile's dataset folder or weights file is absent (a one-line message with the fix)."""
 
 
 def dataset_folder(cfg: Config) -> Path:
-    """The folder a dataset's reader opens (:func:`mambapro.data.readers.read_dataset`)."""
-    return Path(cfg.data.root) / DATASET_FOLDERS[cfg.data.dataset]
+    """The folder a dataset's reader opens (:func:`mambapro.data.readers.read_dataset`): ``data.root`` / the
+    dataset's ``folder`` in :data:`mambapro.registry.DATASETS`."""
+    from mambapro.registry import DATASETS
+
+    return Path(cfg.data.root) / DATASETS.fact(cfg.data.dataset, "folder")
+
+
+def check_inputs(profile: str, root: str | Path = ".") -> list[str]:
+    """What a paper profile still lacks under ``root``, one line each with the fix (nothing is read but the
+    folder listing): its data root (``data/``), its dataset folder, its weights file.  Empty when all are there, and
+    for the embedded default (whose ``proxy_clip`` stage makes its own inputs)."""
+    root = Path(root)
+    if profile_entry(profile)["pipeline"]["proxy_clip"]:
+        return []
+    cfg, lines = resolve_config(profile), []
+    again = f"then run `python -m mambapro.pipeline use {profile}` again"
+    data_root, folder = root / cfg.data.root, root / dataset_folder(cfg)
+    if not data_root.is_dir():
+        lines.append(f"{cfg.data.root}/ does not exist: profile {profile} reads {cfg.data.dataset} from "
+                     f"{dataset_folder(cfg)}; put the dataset there in its published layout (README, 'Paper scale', "
+                     f"step 2), {again} (until then DVC stops with `[Errno 2] No such file or directory: "
+                     f"...{cfg.data.root}`)")
+    elif not folder.is_dir():
+        lines.append(f"profile {profile}: dataset folder {folder} does not exist; put {cfg.data.dataset} there "
+                     f"(README, 'Paper scale', step 2), {again}")
+    weights = cfg.backbone.pretrained
+    if weights and not (root / weights).is_file():
+        lines.append(f"profile {profile}: backbone.pretrained = {weights} does not exist; fetch OpenAI's "
+                     f"ViT-B-16.pt (README, 'Paper scale', step 2) and put it there, {again}")
+    return lines
 
 
 def profile_stages(profile: str, root: str | Path = ".") -> dict[str, list[str]]:
@@ -62,6 +94,10 @@ def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
     image header.  A missing dataset or weights file names the path and what to put there."""
     root = Path(root)
     pipe = profile_entry(profile)["pipeline"]
+    missing = check_inputs(profile, root)
+    if missing:
+        raise InputsMissing(missing[0] + (f" (and {len(missing) - 1} more: python -m mambapro.inputs --check "
+                                          f"{profile})" if len(missing) > 1 else ""))
     record: dict[str, Any] = {"profile": profile, "datasets": {}, "weights": {}}
     for name in [profile, *profile_stages(profile, root)["vehicle"]]:
         cfg = resolve_config(name)
@@ -86,8 +122,19 @@ def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--check":
+        try:
+            missing = check_inputs(args[1])
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        for line in missing:
+            print(f"error: {line}", file=sys.stderr)
+        if not missing:
+            print(f"profile {args[1]}: inputs present")
+        return 1 if missing else 0
     if len(args) != 1:
-        print("usage: python -m mambapro.inputs <profile>", file=sys.stderr)
+        print("usage: python -m mambapro.inputs [--check] <profile>", file=sys.stderr)
         return 2
     try:
         record = record_inputs(args[0])

@@ -20,13 +20,15 @@ def euclidean_distances(x: torch.Tensor) -> torch.Tensor:
 def batch_hard_triplet(features: torch.Tensor, pids: torch.Tensor, margin: float | None = None) -> torch.Tensor:
     """Batch-hard triplet loss on un-normalised features: for each anchor the farthest positive (itself included)
     and the nearest negative.  ``margin=None``: soft margin, mean log(1 + exp(-(d_an - d_ap))) (official
-    ``NO_MARGIN=True``); otherwise mean max(0, d_ap - d_an + margin)."""
+    ``NO_MARGIN=True``); otherwise mean max(0, d_ap - d_an + margin).
+
+    Branch-free (no host synchronisation on a GPU): an anchor without a negative gets d_an = +inf, so its term and
+    gradient are exactly 0; a batch of one identity gives loss 0.  The PK sampler never forms such a batch (it
+    needs P >= 2 identities, :func:`mambapro.data.sampler.pk_batches`)."""
     if features.dim() != 2 or features.shape[0] != pids.shape[0]:
         raise ValueError(f"triplet loss: features {list(features.shape)} do not match pids {list(pids.shape)}")
     dist = euclidean_distances(features)
     same = pids.unsqueeze(0) == pids.unsqueeze(1)
-    if same.all():
-        raise ValueError("triplet loss: the batch holds a single identity, so there is no negative")
     d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
     d_an = dist.masked_fill(same, float("inf")).amin(dim=1)
     if margin is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mambapro.aggregation import build_aggregator
 from mambapro.backbone import Backbone
 from mambapro.config import MODALITIES, Config, TrainConfig
 
@@ -65,11 +66,7 @@ class MambaPro(nn.Module):
         self.grid, self.out_dim = self.backbone.grid, self.backbone.out_dim
         self.direct = cfg.loss.direct
         d = self.out_dim
-        self.aggregation = None
-        if cfg.aggregation.kind != "none":
-            from mambapro.aggregation import build_aggregator  # lazy: written in parallel, optional for rows A-E
-
-            self.aggregation = build_aggregator(cfg.aggregation, d, self.grid)
+        self.aggregation = build_aggregator(cfg.aggregation, d, self.grid)  # None for kind "none" (rows A-E)
         if self.direct:
             self.ori_head = BNNeckHead(len(MODALITIES) * d, num_classes)
         else:

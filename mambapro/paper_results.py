@@ -4,13 +4,13 @@ Values are as printed (percent for mAP / Rank-k, GB for memory, M for parameters
 ``None``; the paper's bold / underline marks are dropped.  Column keys: ``mAP``, ``R1``, ``R5``, ``R10``,
 ``mem_GB``, ``params_M``, ``flops_G``; tables spanning datasets prefix them (``"RGBNT100/mAP"``).  Row labels of the
 ablation tables are exactly those of :data:`mambapro.config.TABLES`, so a run and its paper row share a key.
-Method symbols as in the paper: ``*`` ViT-based, ``‡`` CLIP-based, none CNN-based.
+Method symbols as in the paper: ``*`` ViT-based, ``‡`` CLIP-based, none CNN-based.  This module is the only place
+of the paper's numbers: the complexity table (:mod:`mambapro.complexity`) reads ``params_M`` / ``flops_G`` here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 Value = float | str | None
 
@@ -232,19 +232,9 @@ PAPER_TABLES: dict[str, PaperTable] = {
                         TABLE12)
 }
 
-# The paper's own method in the comparison tables (Tables 1, 2, 7, 10).
-OURS_LABEL = {"table1": "MambaPro ‡", "table2": "MambaPro ‡", "table7": "MambaPro ‡", "table10": "MambaPro"}
-
-
 def paper_table(name: str) -> PaperTable:
     """Table ``name`` ("table1" ... "table12"); an unknown name lists the valid ones."""
     if name not in PAPER_TABLES:
         raise KeyError(f"no paper table {name!r}; tables: {', '.join(PAPER_TABLES)}")
     return PAPER_TABLES[name]
 
-
-def as_dict() -> dict[str, Any]:
-    """Every table as plain JSON-able data."""
-    return {name: {"source": t.source, "caption": t.caption, "dataset": t.dataset, "columns": list(t.columns),
-                   "rows": {label: dict(zip(t.columns, values)) for label, values in t.rows}}
-            for name, t in PAPER_TABLES.items()}

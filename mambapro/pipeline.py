@@ -9,6 +9,10 @@ DVC's templating cannot look a profile up by name, so ``python -m mambapro.pipel
 * ``dataset``: a paper profile's real dataset and weights, validated and recorded;
 * ``vehicle``: the profile of the vehicle runs behind Fig. 11 and Table 12 (empty when the profile's own runs are
   on a vehicle set, or when its vehicle dataset is absent: those outputs are then skipped with a message).
+
+Which profiles are on persons and which on vehicles is the datasets' ``object`` fact
+(:func:`mambapro.config.object_kind`); a ``profiles.yaml`` ``pipeline.vehicle`` that disagrees with it is refused
+(:func:`vehicle_profile`).
 """
 
 from __future__ import annotations
@@ -22,10 +26,29 @@ from typing import Any
 import yaml
 
 from mambapro import results
-from mambapro.config import TABLES, ConfigError, profile_entry, resolve_config
+from mambapro.config import PROFILES, PROFILES_FILE, TABLES, ConfigError, object_kind, profile_entry, resolve_config
 from mambapro.inputs import dataset_folder, profile_stages, record_inputs
 
 PARAMS_KEYS = ("profile", "seeds", "profile_stages", "train_presets", "evaluate_presets", "vehicle_presets")
+
+
+def vehicle_profile(profile: str) -> str | None:
+    """The profile of ``profile``'s vehicle runs (``profiles.yaml`` ``pipeline.vehicle``), checked against the
+    datasets' object kinds (:func:`mambapro.config.object_kind`): only a person profile has one, and it trains on
+    vehicles."""
+    declared = profile_entry(profile)["pipeline"].get("vehicle")
+    if declared is None:
+        return None
+    where = f"{PROFILES_FILE}: {profile}: pipeline: vehicle = {declared!r}"
+    if object_kind(profile) != "person":
+        dataset = resolve_config(profile).data.dataset
+        raise ConfigError(f"{where}, but {profile!r} itself trains on vehicles ({dataset}); its own runs give "
+                          "Table 12, so set it to null")
+    if object_kind(declared) != "vehicle":
+        vehicles = [p for p in PROFILES if object_kind(p) == "vehicle"]
+        raise ConfigError(f"{where} trains on persons ({resolve_config(declared).data.dataset}); name a vehicle "
+                          f"profile ({', '.join(vehicles)}) or null")
+    return declared
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
@@ -42,7 +65,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     profile_entry(profile)
     stages = params["profile_stages"] or {}
     expected = profile_stages(profile, path.parent)
-    declared = profile_entry(profile)["pipeline"].get("vehicle")
+    declared = vehicle_profile(profile)
     if ({k: stages.get(k) for k in ("proxy_clip", "dataset")} != {k: expected[k] for k in ("proxy_clip", "dataset")}
             or stages.get("vehicle") not in ([], [declared] if declared else [])):
         raise ConfigError(f"{path}: profile_stages = {stages} was not written for profile {profile!r} "
@@ -53,6 +76,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
 def use(profile: str, path: str | Path = "params.yaml") -> dict[str, list[str]]:
     """Switch ``params.yaml`` to ``profile``: rewrite its ``profile`` and ``profile_stages`` lines (comments kept)."""
     path = Path(path)
+    declared = vehicle_profile(profile)
     stages = profile_stages(profile, path.parent)
     lines = path.read_text().splitlines(keepends=True)
     for i, line in enumerate(lines):
@@ -74,11 +98,29 @@ def use(profile: str, path: str | Path = "params.yaml") -> dict[str, list[str]]:
             record_inputs(profile, path.parent)
         except (FileNotFoundError, ValueError) as e:
             print(f"profile {profile}: inputs not recorded yet ({e})")
-    declared = profile_entry(profile)["pipeline"].get("vehicle")
     if declared and not stages["vehicle"]:
         print(f"profile {profile}: its vehicle dataset ({dataset_folder(resolve_config(declared))}) is absent; "
               "Fig. 11 and Table 12 are skipped. Add it and run this command again to include them.")
     return stages
+
+
+def results_namespace(name: str, root: str | Path = ".") -> str:
+    """The namespace whose runs a user means by ``name`` (the explore notebook's ``profile``): a namespace such as
+    ``default/vehicle`` as given; a profile with runs of its own, its folder (``results/<name>``); else the vehicle
+    runs of a person profile that trains ``name`` as its ``pipeline.vehicle`` (``default-vehicle``:
+    ``results/default/vehicle``).  An unknown profile, or one whose runs exist nowhere, is an error naming where it
+    looked."""
+    candidates = [name]
+    if "/" not in name:
+        profile_entry(name)  # an unknown name lists the valid ones
+        candidates += [results.vehicle_namespace(p) for p, entry in PROFILES.items()
+                       if entry["pipeline"].get("vehicle") == name]
+    for namespace in candidates:
+        if results.trained_presets(results.results_dir(namespace, root)):
+            return namespace
+    looked = ", ".join(str(results.results_dir(ns) / "runs") for ns in candidates)
+    raise results.MissingResultError(f"{name!r} has no runs: no metrics.json under {looked}; train them first "
+                                     f"(`python -m mambapro.pipeline use <profile>`, then `dvc repro`)")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -34,9 +34,12 @@ from torch import nn
 
 from mambapro.adapters import make_activation
 from mambapro.config import MODALITIES, PromptConfig
+from mambapro.registry import PROMPTS
 
-KINDS = ("ip", "sp", "srp_separation", "srp_fusion")
-_RP_BLOCKS = {"ip": 0, "sp": 0, "srp_separation": 3, "srp_fusion": 1}
+# The kinds (:data:`mambapro.registry.PROMPTS`, in the configuration's order): the prompt module (None: no prompts)
+# and ``rp_blocks``, the number of RP blocks per layer (0: no residual prompts; 1 shared by the three targets for
+# Fusion, one per target modality for Separation; Table 4).
+PROMPTS.register("none", None, rp_blocks=0)
 
 
 class TransferBlock(nn.Sequential):
@@ -63,7 +66,7 @@ class PromptLayer(nn.Module):
             raise ValueError(f"prompt.init = {init!r} is not one of: zeros, normal")
         self.transfer = None if kind == "ip" else nn.ModuleList(
             TransferBlock(dim, hidden, activation) for _ in MODALITIES)
-        n_rp = _RP_BLOCKS[kind]
+        n_rp = PROMPTS.fact(kind, "rp_blocks")
         self.residual = nn.ModuleList(TransferBlock(dim, hidden, activation) for _ in range(n_rp)) if n_rp else None
 
 
@@ -74,13 +77,14 @@ class SynergisticPrompts(nn.Module):
 
     def __init__(self, cfg: PromptConfig, dim: int, num_layers: int):
         super().__init__()
-        if cfg.kind not in KINDS:
-            raise ValueError(f"prompt.kind = {cfg.kind!r} is not one of: none, {', '.join(KINDS)}")
+        if PROMPTS.get(cfg.kind).obj is None:  # an unknown kind lists the registered ones
+            raise ValueError(f"prompt.kind = {cfg.kind!r} builds no prompts; use build_prompts")
         if not 0 <= cfg.start_layer < num_layers:
             raise ValueError(f"prompt.start_layer = {cfg.start_layer} is outside 0..{num_layers - 1}")
         if cfg.length < 1:
             raise ValueError(f"prompt.length = {cfg.length} must be >= 1")
         self.kind, self.length, self.start_layer = cfg.kind, cfg.length, cfg.start_layer
+        self.rp_blocks = PROMPTS.fact(cfg.kind, "rp_blocks")
         self.sp_identity, self.rp_identity = cfg.sp_identity, cfg.rp_identity
         self.layers = nn.ModuleDict({
             str(i): PromptLayer(cfg.kind, dim, cfg.length, cfg.transfer_hidden, cfg.activation, cfg.init)
@@ -118,15 +122,18 @@ class SynergisticPrompts(nn.Module):
     def carry(self, prompt_out: torch.Tensor, modality: int) -> torch.Tensor | None:
         """What the next layer's RP reads: the mean of the three output slots (Fusion, Eq. 8), m's own output slot
         (Separation) or nothing (IP, SP)."""
-        if _RP_BLOCKS[self.kind] == 0:
+        if self.rp_blocks == 0:
             return None
         b, _, d = prompt_out.shape
         slots = prompt_out.reshape(b, len(MODALITIES), self.length, d)
         return slots.mean(dim=1) if self.kind == "srp_fusion" else slots[:, modality]
 
 
+for _kind, _rp_blocks in (("ip", 0), ("sp", 0), ("srp_separation", 3), ("srp_fusion", 1)):
+    PROMPTS.register(_kind, SynergisticPrompts, rp_blocks=_rp_blocks)
+
+
 def build_prompts(cfg: PromptConfig, dim: int, num_layers: int) -> SynergisticPrompts | None:
-    """The prompt module for ``cfg.kind``, None for ``"none"``."""
-    if cfg.kind == "none":
-        return None
-    return SynergisticPrompts(cfg, dim, num_layers)
+    """The prompt module registered for ``cfg.kind``, None for ``"none"``."""
+    module = PROMPTS.get(cfg.kind).obj
+    return None if module is None else module(cfg, dim, num_layers)

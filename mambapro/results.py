@@ -97,7 +97,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     it is removed, so ``path`` holds the previous complete file or the new complete one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # `.NAME.PID.XXXXXXXX.tmp`: .dvcignore hides it from DVC, and a stage start (nbrun) removes it once PID is gone
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

@@ -40,9 +40,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from mambapro.registry import SCAN_BACKENDS
+
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "cuda", "native", "chunked", "reference")
 DEFAULT_CHUNK = 16  # from benchmarks/scan_backends.py --chunks: 8-16 best, 64 ~30% slower (fwd+bwd, 2 cores)
 _logged: set[tuple[str, str]] = set()  # (backend, requested) pairs already logged
 
@@ -69,8 +70,7 @@ def _cuda_kernel() -> tuple[object | None, str]:
 
 def _resolve(requested: str, device: torch.device | str) -> tuple[str, str]:
     """(backend that runs, why it is not the fastest one for the device, or "")."""
-    if requested not in BACKENDS:
-        raise ValueError(f"scan_backend = {requested!r} is not one of: {', '.join(BACKENDS)}")
+    SCAN_BACKENDS.get(requested)  # an unknown name lists the registered ones
     on_cuda = torch.device(device).type == "cuda"
     if requested == "cuda":
         kernel, why = _cuda_kernel()
@@ -137,13 +137,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Selective scan with mamba-ssm's signature; ``backend`` as in the module docstring.  Returns [B, D, L]."""
     chosen = resolve_backend(backend, u.device)
-    if chosen == "cuda":
-        return selective_scan_mamba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if chosen == "native":
-        return selective_scan_native(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    if chosen == "reference":
-        return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+    extra = {"chunk_size": chunk_size} if chosen == "chunked" else {}
+    return SCAN_BACKENDS.get(chosen).obj(u, delta, A, B, C, D, z, delta_bias, delta_softplus, **extra)
 
 
 def _check_shapes(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -481,12 +476,22 @@ def fvcore_handles() -> dict[str, Callable]:
     (``prim::PythonOp.<class name>``): this module's chunked, native and CUDA Functions and mamba-ssm's
     ``SelectiveScanFn``.
     The reference backend traces as a loop of elementwise ops and is not counted."""
-    names = ("SelectiveScanChunked", "SelectiveScanNative", "SelectiveScanCuda", "SelectiveScanFn")
+    names = [e.facts["traced"] for e in SCAN_BACKENDS.entries() if e.facts["traced"]] + ["SelectiveScanFn"]
     return {f"prim::PythonOp.{name}": _scan_flop_handle for name in names}
 
 
+# The backends (:data:`mambapro.registry.SCAN_BACKENDS`, in the configuration's order): the function that runs the
+# scan (None for "auto", which :func:`resolve_backend` maps to one of the others) and ``traced``, the autograd
+# Function fvcore sees (None: the reference loop, traced as elementwise ops and not counted).
+SCAN_BACKENDS.register("auto", None, traced=None)
+SCAN_BACKENDS.register("cuda", selective_scan_mamba, traced="SelectiveScanCuda")
+SCAN_BACKENDS.register("native", selective_scan_native, traced="SelectiveScanNative")
+SCAN_BACKENDS.register("chunked", selective_scan_chunked, traced="SelectiveScanChunked")
+SCAN_BACKENDS.register("reference", selective_scan_reference, traced=None)
+
+
 __all__ = [
-    "BACKENDS", "DEFAULT_CHUNK", "INSTALL_HINT", "KERNEL_MODULE", "SelectiveScanChunked", "SelectiveScanCuda",
+    "DEFAULT_CHUNK", "INSTALL_HINT", "KERNEL_MODULE", "SelectiveScanChunked", "SelectiveScanCuda",
     "SelectiveScanNative", "describe_backend", "fvcore_handles", "resolve_backend", "scan_flops", "selective_scan",
     "selective_scan_chunked", "selective_scan_mamba", "selective_scan_native", "selective_scan_reference",
 ]

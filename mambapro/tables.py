@@ -1,27 +1,31 @@
 """Every table of the paper, rebuilt from the pipeline's results (CSV + Markdown per table, written atomically).
 
-Inputs (a profile's results folder, :mod:`mambapro.results`):
+Inputs (a profile's results folder, :mod:`mambapro.results`; read and summarised over seeds by
+:mod:`mambapro.table_inputs`):
 
 * ``runs/<preset>/seed<k>/metrics.json`` (:func:`mambapro.pipeline.train_run`, one file per seed): last- and
   best-epoch metrics;
 * ``evaluation/F.json`` (:func:`mambapro.pipeline.evaluate_preset`): missing modalities and re-ranking;
 * ``results/complexity.csv`` (``python -m mambapro.complexity``): parameters and FLOPs at paper scale, counted on
-  the CPU.
+  the CPU;
+* the test split itself (``data.root`` of the profile; :func:`mambapro.chance.split_chance_level`): its chance
+  level, random features' scores, measured when the tables are built: the last row of every ablation table and
+  ``chance.{csv,md}``.
 
 Ablation tables (3, 4, 5, 6, 8, 9, 11; 12 from a vehicle profile's own runs, or from a person profile's vehicle
-runs): mAP and Rank-1/5/10 as
-mean ± standard deviation over seeds, both at the last epoch and at the best epoch on the test set (the paper's
-protocol, official-implementation.md sec. 10 item 12), beside our complexity numbers and the paper's reported values
+runs; vehicle or person: :func:`mambapro.config.object_kind`): mAP and Rank-1/5/10 as mean ± standard deviation
+over seeds, both at the last epoch and at the best epoch on the test set (the paper's protocol,
+official-implementation.md sec. 10 item 12), beside our complexity numbers and the paper's reported values
 (:mod:`mambapro.paper_results`).  GPU memory is shown where a GPU measured it: the optional ``peak_gpu_memory_gb``
 of each run in ``metrics.json`` (maximum over seeds), otherwise "not measured".  Tables 1, 2 and 7 put our full model
 (preset F) beside the paper's rows, each row marked with its source.  Also: a missing-modality table (six settings +
 full), a re-ranking table, a paper-vs-ours table of every complexity number, and the data of the Fig. 8 / Fig. 9
 curves, and ``noise``: every preset's difference from F beside its seed noise and its evaluation noise
-(:func:`versus_reference`; the Fig. 8 / 9 curve data carry the same test).  A run that a table needs and that is
-missing stops everything before any file is written (the error names the preset and the path expected), unless the
-build is *partial* (``partial=True``, ``--partial``: smoke tests that train a few presets only): rows without runs
-then say "not run", the missing-modality and re-ranking tables are left out when ``evaluation/F.json`` is missing,
-and ``runs.{csv,md}`` lists every run the tables need with its seeds or "not run".
+(:func:`mambapro.table_inputs.versus_reference`; the Fig. 8 / 9 curve data carry the same test).  A run that a
+table needs and that is missing stops everything before any file is written (the error names the preset and the
+path expected), unless the build is *partial* (``partial=True``, ``--partial``: smoke tests that train a few presets
+only): rows without runs then say "not run", the missing-modality and re-ranking tables are left out when
+``evaluation/F.json`` is missing, and ``runs.{csv,md}`` lists every run the tables need with its seeds or "not run".
 
 ``python -m mambapro.tables <profile>`` builds all of them into ``results/<profile>/tables``.
 """
@@ -29,15 +33,13 @@ and ``runs.{csv,md}`` lists every run the tables need with its seeds or "not run
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mambapro.config import MISSING_SETTINGS, TABLES
+from mambapro.chance import split_chance_level
+from mambapro.config import MISSING_SETTINGS, TABLES, object_kind
 from mambapro.paper_results import PaperTable, paper_table
 from mambapro.results import (
     MissingResultError,
@@ -45,145 +47,35 @@ from mambapro.results import (
     evaluation_path,
     load_metrics,
     metrics_path,
-    read_json,
     results_dir,
     seed_metrics_files,
     vehicle_namespace,
-    write_text,
+)
+from mambapro.table_format import Table, fmt, fmt_stat, write_tables
+from mambapro.table_inputs import (
+    MEMORY_KEY,
+    NOISE_ALPHA,
+    OURS_PRESET,
+    evaluation_noise,
+    evaluation_stat,
+    gpu_memory,
+    load_complexity,
+    load_evaluation,
+    num_seeds,
+    stat,
+    versus_f,
 )
 
 METRICS = ("mAP", "R1", "R5", "R10")
 METRIC_NAMES = {"mAP": "mAP", "R1": "R-1", "R5": "R-5", "R10": "R-10", "mINP": "mINP"}
 WHICH = {"last": "last epoch", "best": "best epoch on test (paper protocol)"}
 ABLATION_TABLES = ("table3", "table4", "table5", "table6", "table8", "table9", "table11")
-VEHICLE_PROFILES = ("rgbnt100", "msvr310")
 CURVE_KEYS = tuple(k for k in TABLES if k.startswith(("fig8_", "fig9")))
-OURS_PRESET = "F"  # the full model: Tables 1, 2, 7, the missing-modality and re-ranking tables
-MEMORY_KEY = "peak_gpu_memory_gb"  # optional, per run in metrics.json, written where a GPU measured it
 NOT_MEASURED = "not measured"
 NOT_COMPUTED = "not in complexity.csv"
 NOT_RUN = "not run"  # a partial build's rows without runs
 MODALITY_NAMES = {"RGB": "RGB", "NI": "NIR", "TI": "TIR"}
-QUANTITIES = {"params": "params_M", "params_M": "params_M", "flops": "flops_G", "flops_G": "flops_G"}
-COMPLEXITY_COLUMNS = ("table", "row", "quantity", "ours", "paper")
 QUICK_PRESETS = [p for _, p in TABLES["table3"]]  # the quick tier: Table 3's rows A-G
-NOISE_ALPHA = 0.05  # a difference from F "exceeds the noise" when Welch's two-sided t-test over seeds gives p < this
-
-
-def stat(metrics: dict[str, Any], which: str, metric: str) -> tuple[float, float]:
-    """(mean, sample std) over seeds of ``metric`` at the ``which`` ("last" / "best") epoch."""
-    out = []
-    for part in ("mean", "std"):
-        key = f"{which}/{metric}/{part}"
-        if key not in metrics["summary"]:
-            raise ResultFormatError(f"{metrics.get('_path', 'metrics.json')}: summary has no key {key!r}")
-        out.append(float(metrics["summary"][key]))
-    return out[0], out[1]
-
-
-def num_seeds(metrics: dict[str, Any]) -> int:
-    return len(metrics["summary"].get("seeds", metrics["runs"]))
-
-
-def gpu_memory(metrics: dict[str, Any]) -> float | None:
-    """Peak GPU memory (GB), the maximum over seeds of the runs' optional ``peak_gpu_memory_gb``; None if no run
-    measured it (CPU runs)."""
-    values = [r[MEMORY_KEY] for r in metrics["runs"] if r.get(MEMORY_KEY) is not None]
-    return max(values) if values else None
-
-
-def seed_values(metrics: dict[str, Any], which: str, metric: str) -> list[float]:
-    """Each seed's ``metric`` at the ``which`` epoch, in seed order."""
-    return [float(r[which][metric]) for r in metrics["runs"]]
-
-
-def versus_reference(run: dict[str, Any], reference: dict[str, Any], which: str = "last", metric: str = "mAP"
-                     ) -> dict[str, Any]:
-    """``run`` against ``reference`` (preset F) over seeds: ``delta`` (difference of the means), ``p`` (Welch's
-    two-sided t-test, unequal variances; None with fewer than 2 seeds on a side or no spread at all) and
-    ``beyond_noise`` (p < :data:`NOISE_ALPHA`)."""
-    from scipy.stats import ttest_ind
-
-    a, b = seed_values(run, which, metric), seed_values(reference, which, metric)
-    delta = sum(a) / len(a) - sum(b) / len(b)
-    p = None
-    if len(a) >= 2 and len(b) >= 2 and (max(a) > min(a) or max(b) > min(b)):
-        p = float(ttest_ind(a, b, equal_var=False).pvalue)
-    return {"delta": delta, "p": p, "beyond_noise": p is not None and p < NOISE_ALPHA}
-
-
-def _versus_f(preset: str, run: dict | None, reference: dict | None, which: str = "last") -> dict[str, Any]:
-    """:func:`versus_reference` of ``preset`` against F; no comparison for F itself or a run that is absent."""
-    if run is None or reference is None or preset == OURS_PRESET:
-        return {"delta": None, "p": None, "beyond_noise": False}
-    return versus_reference(run, reference, which)
-
-
-def evaluation_noise(run: dict[str, Any]) -> float | None:
-    """Mean over seeds of the half-width of the last evaluation's 95 % bootstrap interval of mAP (over queries,
-    :func:`mambapro.metrics.bootstrap_interval`); None for runs written before the interval was recorded."""
-    widths = [(r["last"]["mAP_ci95_hi"] - r["last"]["mAP_ci95_lo"]) / 2 for r in run["runs"]
-              if "mAP_ci95_hi" in r["last"]]
-    return sum(widths) / len(widths) if widths else None
-
-
-def load_complexity(path: str | Path) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """``complexity.csv`` as {(table, row, quantity): {"ours", "paper", "unit", "note", "preset"}}, quantity one of
-    ``params_M`` / ``flops_G``.  Needs the columns table, row, quantity, ours, paper; a missing column, an unknown
-    quantity or a non-numeric value raises naming the file, line and value."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingResultError(f"complexity numbers: expected {path}, which does not exist "
-                                 f"(run `python -m mambapro.complexity --out {path.parent}`)")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in COMPLEXITY_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ResultFormatError(f"{path}: missing column(s) {', '.join(missing)} (has: "
-                                    f"{', '.join(reader.fieldnames or ())})")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            quantity = QUANTITIES.get(row["quantity"])
-            if quantity is None:
-                raise ResultFormatError(f"{path}, line {line}: quantity {row['quantity']!r} is not one of "
-                                        f"{', '.join(QUANTITIES)}")
-            entry = {"unit": row.get("unit") or quantity[-1], "note": row.get("note") or "",
-                     "preset": row.get("preset") or ""}
-            for col in ("ours", "paper", "ours_exact"):  # ours_exact (unrounded) is optional
-                try:
-                    entry[col] = float(row[col]) if row.get(col) not in ("", None) else None
-                except ValueError as e:
-                    raise ResultFormatError(f"{path}, line {line}: column {col!r} = {row[col]!r} is not a "
-                                            f"number") from e
-            if entry["ours_exact"] is None:
-                entry["ours_exact"] = entry["ours"]
-            out[(row["table"], row["row"], quantity)] = entry
-    return out
-
-
-def load_evaluation(results: str | Path, preset: str = OURS_PRESET) -> dict[str, Any]:
-    path = evaluation_path(results, preset)
-    data = read_json(path, f"preset {preset!r} has no missing-modality / re-ranking evaluation "
-                            f"(run `dvc repro evaluate@{preset}`)")
-    if "per_seed" not in data and "mean" not in data:
-        raise ResultFormatError(f"{path}: needs key 'per_seed' or 'mean'")
-    data.setdefault("_path", str(path))
-    return data
-
-
-def evaluation_stat(evaluation: dict[str, Any], setting: str, metric: str) -> tuple[float, float]:
-    """(mean, sample std) over seeds of ``metric`` under ``setting`` ("full", "missing_r", ..., "rerank")."""
-    path = evaluation.get("_path", "evaluation.json")
-    if "per_seed" in evaluation:
-        values = []
-        for seed, res in evaluation["per_seed"].items():
-            if setting not in res or metric not in res[setting]:
-                raise ResultFormatError(f"{path}: seed {seed} has no {setting}/{metric}")
-            values.append(float(res[setting][metric]))
-        return _mean_std(values)
-    if setting not in evaluation["mean"] or metric not in evaluation["mean"][setting]:
-        raise ResultFormatError(f"{path}: mean has no {setting}/{metric}")
-    return float(evaluation["mean"][setting][metric]), math.nan
 
 
 def _run(metrics: dict[str, dict | None] | None, results: str | Path, preset: str) -> dict | None:
@@ -201,62 +93,8 @@ def _partial_note(presets: Iterable[str]) -> list[str]:
             "every run these tables need)."]
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Tables
-
-
-@dataclass
-class Table:
-    """One output table: raw ``rows`` (CSV, numbers unformatted) and Markdown ``sections`` (title, header,
-    formatted rows)."""
-
-    name: str
-    title: str
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    sections: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_csv(self) -> str:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", extrasaction="raise")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        return buf.getvalue()
-
-    def to_markdown(self) -> str:
-        lines = [f"# {self.title}", ""]
-        for title, header, rows in self.sections:
-            if title:
-                lines += [f"## {title}", ""]
-            lines.append("| " + " | ".join(header) + " |")
-            lines.append("|" + "|".join("---" for _ in header) + "|")
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-            lines.append("")
-        lines += [f"- {n}" for n in self.notes]
-        return "\n".join(lines).rstrip() + "\n"
-
-
-def fmt(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, str):
-        return value
-    return f"{value:.{digits}f}"
-
-
-def fmt_stat(mean: float, std: float, digits: int = 1) -> str:
-    if math.isnan(std):
-        return fmt(mean, digits)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _complexity_table(name: str) -> str:
@@ -265,7 +103,7 @@ def _complexity_table(name: str) -> str:
 
 
 def ablation_table(name: str, results: str | Path, complexity: dict, profile: str,
-                   metrics: dict[str, dict] | None = None) -> Table:
+                   metrics: dict[str, dict] | None = None, chance: dict | None = None) -> Table:
     """Table ``name`` (a key of :data:`mambapro.config.TABLES`, or "table12" = Table 3's rows on a vehicle dataset)
     from the runs, beside our complexity numbers and the paper's reported values."""
     rows_spec = TABLES["table3" if name == "table12" else name]
@@ -316,6 +154,10 @@ def ablation_table(name: str, results: str | Path, complexity: dict, profile: st
         rows.append(row)
         perf_md.append(perf)
         cost_md.append(cost)
+    if chance is not None:
+        row, perf = _chance_row(chance, columns)
+        rows.append(row)
+        perf_md.append(perf)
 
     perf_header = ["Row", "Preset", "Seeds"]
     perf_header += [f"{METRIC_NAMES[m]} (last)" for m in METRICS] + [f"{METRIC_NAMES[m]} (best)" for m in METRICS]
@@ -336,12 +178,45 @@ def ablation_table(name: str, results: str | Path, complexity: dict, profile: st
     table.sections.append(("Complexity: ours (Params / FLOPs at paper scale, counted on the CPU; Mem where a GPU "
                            "measured it) vs paper", cost_header, cost_md))
     table.notes += _protocol_notes(profile, paper)
+    if chance is not None:
+        table.notes.append(f"Chance: {CHANCE_LABEL}, mean ± std over {chance['draws']} draws of i.i.d. Gaussian "
+                           f"features on the same test split ({chance['queries']} queries, {chance['identities']} "
+                           f"identities; `chance.md`, mambapro.chance).")
     if quantities:
         table.notes.append(f"Params / FLOPs: `complexity.csv` ({_complexity_convention(ctable)}).")
     table.notes.append(f"Mem: peak GPU memory of training where a GPU measured it ('{MEMORY_KEY}' in metrics.json); "
                        f"'{NOT_MEASURED}' otherwise.")
     table.notes += _partial_note(not_run)
     return table
+
+
+CHANCE_LABEL = "random features"
+
+
+def _chance_row(chance: dict[str, Any], columns: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The chance row of an ablation table: the same value under last and best (no training, no selection)."""
+    row: dict[str, Any] = dict.fromkeys(columns)
+    row.update(row="chance", preset=CHANCE_LABEL, seeds=chance["draws"])
+    perf = ["chance", CHANCE_LABEL, str(chance["draws"])]
+    for which in WHICH:
+        for m in METRICS:
+            s = chance["metrics"][m]
+            row[f"{which}_{m}_mean"], row[f"{which}_{m}_std"] = round(s["mean"], 4), round(s["std"], 4)
+            perf.append(fmt_stat(s["mean"], s["std"]))
+    return row, perf + [fmt(None)] * len(METRICS)
+
+
+def chance_table(chance: dict[str, Any]) -> Table:
+    """The test split's chance level on its own: every metric's mean ± std over the random draws."""
+    keys = list(chance["metrics"])
+    rows = [{"metric": k, "mean": round(v["mean"], 4), "std": round(v["std"], 4), "draws": v["n"]}
+            for k, v in chance["metrics"].items()]
+    md = [[METRIC_NAMES[k], fmt_stat(chance["metrics"][k]["mean"], chance["metrics"][k]["std"], 2)] for k in keys]
+    return Table("chance", f"Chance level of the test split ({chance['dataset']}, profile {chance['profile']})",
+                 ["metric", "mean", "std", "draws"], rows, [("", ["Metric (%)", "Random features"], md)],
+                 [f"{chance['draws']} draws of i.i.d. Gaussian features scored like a model's (same queries, gallery "
+                  f"and camera / scene filtering: {chance['queries']} queries of {chance['identities']} identities, "
+                  f"{chance['gallery']} gallery samples); mambapro.chance."])
 
 
 def _complexity_convention(ctable: str) -> str:
@@ -503,7 +378,7 @@ def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = 
                 point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = \
                     (None, None) if run is None else stat(run, which, m)
         for which in WHICH:  # the mAP difference from F and whether it exceeds the seed noise
-            vs = _versus_f(preset, run, reference, which)
+            vs = versus_f(preset, run, reference, which)
             point.update({f"{which}_mAP_vs_F": vs["delta"], f"{which}_mAP_vs_F_p": vs["p"],
                           f"{which}_mAP_beyond_noise": vs["beyond_noise"]})
         out.append(point)
@@ -545,7 +420,7 @@ def noise_table(metrics: dict[str, dict | None]) -> Table:
         if run is None:
             continue
         mean, std = stat(run, "last", "mAP")
-        vs = _versus_f(preset, run, reference)
+        vs = versus_f(preset, run, reference)
         evaluation = evaluation_noise(run)
         rows.append({"preset": preset, "seeds": num_seeds(run), "mAP_mean": mean, "mAP_std": std,
                      "evaluation_ci95_halfwidth": evaluation, "delta_vs_F": vs["delta"], "p": vs["p"],
@@ -600,15 +475,18 @@ def check_results(results: str | Path, profile: str | None, partial: bool = Fals
     return wanted, metrics
 
 
-def build_tables(results: str | Path, profile: str | None = None,
-                 complexity_file: str | Path | None = None, partial: bool = False) -> list[Table]:
-    """Every table (checks every input first).  ``partial``: see the module docstring (adds the ``runs`` table)."""
+def build_tables(results: str | Path, profile: str | None = None, complexity_file: str | Path | None = None,
+                 partial: bool = False, chance: dict | None = None) -> list[Table]:
+    """Every table (checks every input first).  ``partial``: see the module docstring (adds the ``runs`` table);
+    ``chance``: the test split's chance level (:func:`mambapro.chance.split_chance_level`), a row of every ablation
+    table and the ``chance`` table."""
     results = Path(results)
     profile, metrics = check_results(results, profile, partial)
     complexity = load_complexity(complexity_file or results / "complexity.csv")
     evaluated = evaluation_path(results, OURS_PRESET).is_file()
-    names = list(ABLATION_TABLES) + (["table12"] if profile in VEHICLE_PROFILES else [])
-    tables = [ablation_table(n, results, complexity, profile, metrics) for n in names]
+    names = list(ABLATION_TABLES) + (["table12"] if object_kind(profile) == "vehicle" else [])
+    tables = [ablation_table(n, results, complexity, profile, metrics, chance) for n in names]
+    tables += [chance_table(chance)] if chance is not None else []
     tables += [comparison_table(n, results, complexity, profile, metrics) for n in ("table1", "table2", "table7")]
     if evaluated or not partial:
         evaluation = load_evaluation(results)
@@ -637,25 +515,20 @@ def runs_table(results: str | Path, metrics: dict[str, dict | None], evaluated: 
                   f"say '{NOT_RUN}', and the missing-modality and re-ranking tables need the evaluation."])
 
 
-def write_tables(tables: Iterable[Table], out: str | Path) -> list[Path]:
-    written = []
-    for t in tables:
-        written.append(write_text(Path(out) / f"{t.name}.csv", t.to_csv()))
-        written.append(write_text(Path(out) / f"{t.name}.md", t.to_markdown()))
-    return written
-
-
 def build_all_tables(results: str | Path, out: str | Path, profile: str | None = None,
-                     complexity_file: str | Path | None = None, partial: bool = False) -> list[Path]:
+                     complexity_file: str | Path | None = None, partial: bool = False,
+                     chance: dict | None = None) -> list[Path]:
     """Build every table from a results folder and write ``<name>.csv`` and ``<name>.md`` under ``out``; returns
     the paths.  Nothing is written if any input is missing (unless ``partial``)."""
-    return write_tables(build_tables(results, profile, complexity_file, partial), out)
+    return write_tables(build_tables(results, profile, complexity_file, partial, chance), out)
 
 
 def build_profile_tables(profile: str, root: str | Path = ".", partial: bool = False) -> list[Path]:
-    """The tables of ``profile``'s runs, ``results/<profile>/tables/`` (complexity: ``results/complexity.csv``)."""
+    """The tables of ``profile``'s runs, ``results/<profile>/tables/`` (complexity: ``results/complexity.csv``),
+    with the chance level of the profile's test split."""
     folder = results_dir(profile, root)
-    return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv", partial)
+    return build_all_tables(folder, folder / "tables", profile, Path(root) / "results" / "complexity.csv", partial,
+                            split_chance_level(profile, root=root))
 
 
 def build_quick_tables(profile: str, root: str | Path = ".") -> list[Path]:
@@ -664,8 +537,9 @@ def build_quick_tables(profile: str, root: str | Path = ".") -> list[Path]:
     folder = results_dir(profile, root)
     metrics = {p: load_metrics(folder, p) for p in QUICK_PRESETS}
     complexity = load_complexity(Path(root) / "results" / "complexity.csv")
-    tables = [ablation_table("table3", folder, complexity, profile, metrics), noise_table(metrics),
-              complexity_comparison_table(complexity)]
+    chance = split_chance_level(profile, root=root)
+    tables = [ablation_table("table3", folder, complexity, profile, metrics, chance), noise_table(metrics),
+              complexity_comparison_table(complexity), chance_table(chance)]
     return write_tables(tables, folder / "quick")
 
 
@@ -682,7 +556,8 @@ def build_vehicle_tables(profile: str, vehicle_profile: str, root: str | Path = 
         missing = [f"preset {p!r}: expected {metrics_path(folder, p)}" for p in absent]
         raise MissingResultError("cannot build Table 12, vehicle runs missing:\n  " + "\n  ".join(missing))
     metrics = {p: None if p in absent else load_metrics(folder, p) for p in presets}
-    tables = [ablation_table("table12", folder, complexity, vehicle_profile, metrics)]
+    chance = split_chance_level(vehicle_profile, root=root)
+    tables = [ablation_table("table12", folder, complexity, vehicle_profile, metrics, chance), chance_table(chance)]
     if metrics.get(OURS_PRESET) is not None:
         tables.append(noise_table(metrics))
     return write_tables(tables + ([runs_table(folder, metrics)] if partial else []), folder / "tables")

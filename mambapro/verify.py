@@ -9,10 +9,17 @@ uncertainty: SE = the committed standard deviation over seeds / sqrt(number of c
 seed (or a standard deviation of 0) there is no such unit: a run is "bit-identical" or "n/a" (flagged ``!``).
 
 Arguments select runs: a stage (``train@F-0``, ``train_vehicle@default-vehicle-F-0``) or a preset (every seed of it,
-person and vehicle runs); default: every run whose ``metrics.json`` exists in both.  ``--exact`` expects every
-compared run to be bit-identical (``last``, ``best`` and the per-epoch ``history``).  Exit status 1 when a run
-differs by more than ``--tolerance`` SE (default 2) in mAP or R1, or when an ``--exact`` run is not bit-identical;
-2 on a missing or invalid file (the error names it); 0 otherwise.
+person and vehicle runs); default: every committed run (its working-tree ``metrics.json`` must exist).  ``--exact``
+expects every compared run to be bit-identical (``last``, ``best`` and the per-epoch ``history``).
+
+A run whose working-tree ``metrics.json`` is the committed file byte for byte is only a rerun if the rerun left a
+trace: a ``train.ipynb`` beside it that differs from the committed one (papermill stamps each execution), or a
+checkpoint folder (``runs/<namespace>/<preset>/seed<k>/``) holding a file newer than the commit.  Otherwise it is
+reported "not rerun" (comparing the committed file with itself proves nothing).
+
+Exit status 1 when a run differs by more than ``--tolerance`` SE (default 2) in mAP or R1, when an ``--exact`` run is
+not bit-identical, or when a selected run was not rerun; 2 on a missing or invalid file (the error names it); 0
+otherwise.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from mambapro.config import PRESETS, PROFILES, TABLES
+from mambapro.config import PRESETS, PROFILES, TABLES, ConfigError, object_kind
 from mambapro.results import (
     METRIC_KEYS,
     MissingResultError,
@@ -38,10 +45,10 @@ from mambapro.results import (
     project_root,
     read_json,
     results_dir,
+    run_dir,
     summarize_seeds,
     vehicle_namespace,
 )
-from mambapro.tables import VEHICLE_PROFILES
 
 COMPARED = ("mAP", "R1")
 EXACT_KEYS = ("last", "best", "history")
@@ -121,13 +128,17 @@ def committed_runs(root: Path, rev: str, namespaces: list[str]) -> set[Run]:
 
 
 def select_runs(targets: list[str], profile: str, rev: str, working: set[Run], committed: set[Run]) -> list[Run]:
-    """The runs to compare: every run in both, or those the targets name (each must exist in both)."""
+    """The runs to compare: every committed run, or those the targets name; each must exist in both (a committed
+    run whose working-tree ``metrics.json`` is gone is an error naming it, not a skip)."""
     if not targets:
-        both = sorted(working & committed)
-        if not both:
-            raise VerifyError(f"no run has a metrics.json both in the working tree and at {rev} (under "
+        if not committed:
+            raise VerifyError(f"no run has a metrics.json committed at {rev} (under "
                               f"{results_dir(profile)}/runs and {results_dir(vehicle_namespace(profile))}/runs)")
-        return both
+        if gone := sorted(committed - working):
+            raise MissingResultError(f"{len(gone)} committed run(s) have no metrics.json in the working tree: "
+                                     + ", ".join(str(r.path()) for r in gone)
+                                     + f" (restore with `git checkout {rev} -- <path>`, or rerun the stage)")
+        return sorted(committed)
     selected: dict[Run, None] = {}
     for arg in targets:
         selected.update(dict.fromkeys(_target_runs(arg, profile, rev, working, committed)))
@@ -172,14 +183,20 @@ def resolve_rev(root: Path, rev: str) -> str:
         raise VerifyError(f"--against {rev!r} is not a commit of a git repository at {root} ({e})") from e
 
 
-def committed_json(root: Path, rev: str, path: Path) -> dict[str, Any]:
-    """``git show REV:path`` as JSON; a missing or malformed file names ``REV:path``."""
+def committed_text(root: Path, rev: str, path: Path) -> str:
+    """``git show REV:path``; a file git does not have at ``rev`` names ``REV:path``."""
     done = subprocess.run(["git", "-C", str(root), "show", f"{rev}:./{path.as_posix()}"], capture_output=True,
                           text=True)
     if done.returncode:
         raise MissingResultError(f"{rev}:{path} cannot be read from git ({done.stderr.strip()})")
+    return done.stdout
+
+
+def committed_json(root: Path, rev: str, path: Path) -> dict[str, Any]:
+    """``git show REV:path`` as JSON; a missing or malformed file names ``REV:path``."""
+    text = committed_text(root, rev, path)
     try:
-        return json.loads(done.stdout)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise ResultFormatError(f"{rev}:{path} is not valid JSON ({e})") from e
 
@@ -195,6 +212,29 @@ def checked(run: Any, where: str, exact: bool) -> dict[str, Any]:
         if missing := [k for k in METRIC_KEYS if not isinstance(run[which], dict) or k not in run[which]]:
             raise ResultFormatError(f"{where}: {which!r} lacks {', '.join(missing)}")
     return run
+
+
+def commit_time(root: Path, commit: str) -> int:
+    """The committer date of ``commit`` (seconds since the epoch)."""
+    return int(_git(root, "log", "-1", "--format=%ct", commit).strip())
+
+
+def was_rerun(root: Path, rev: str, since: float, run: Run) -> bool:
+    """Whether ``run`` was trained again after ``rev`` was committed (at ``since``): its working-tree
+    ``metrics.json`` differs from the committed one, its ``train.ipynb`` differs from the committed one (each
+    execution stamps its start and end times), or its checkpoint folder holds a file newer than the commit."""
+    path = root / run.path()
+    if path.read_text() != committed_text(root, rev, run.path()):
+        return True
+    notebook = run.path().with_name("train.ipynb")
+    if (root / notebook).is_file():
+        try:
+            if (root / notebook).read_text() != committed_text(root, rev, notebook):
+                return True
+        except MissingResultError:  # a notebook git does not have: written since
+            return True
+    folder = run_dir(run.namespace, run.preset, run.seed, root)
+    return folder.is_dir() and any(p.stat().st_mtime > since for p in folder.rglob("*") if p.is_file())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,11 +299,19 @@ def table_rows(namespace: str, profile: str, presets: set[str]) -> list[tuple[st
     if namespace == vehicle_namespace(profile):
         names = ["table12"]
     else:
-        names = [t for t in TABLES if t != "table12" or profile in VEHICLE_PROFILES]
+        names = [t for t in TABLES if t != "table12" or object_kind(profile) == "vehicle"]
     tables = [(t, [(row, p) for row, p in TABLES[t] if p in presets]) for t in names]
     listed = {p for t in names for _, p in TABLES[t]}
     rest = [(p, p) for p in sorted(presets - listed)]
     return [(t, rows) for t, rows in (*tables, (NOT_IN_A_TABLE, rest)) if rows]
+
+
+def stage_name(run: Run, profile: str) -> str:
+    """The DVC stage that trains ``run``: ``train@<preset>-<seed>`` or ``train_vehicle@<vehicle>-<preset>-<seed>``."""
+    if run.namespace == vehicle_namespace(profile):
+        vehicle = PROFILES.get(profile, {}).get("pipeline", {}).get("vehicle") or "<vehicle profile>"
+        return f"train_vehicle@{vehicle}-{run.preset}-{run.seed}"
+    return f"train@{run.preset}-{run.seed}"
 
 
 def cells(diff: dict[str, float], comp: Comparison, tolerance: float) -> str:
@@ -296,8 +344,9 @@ def report(comps: list[Comparison], profile: str, tolerance: float) -> list[str]
     return lines
 
 
-def summary(comps: list[Comparison], tolerance: float, exact: bool) -> str:
-    """How many runs came back bit-identical, within the tolerance, beyond it, or without a unit."""
+def summary(comps: list[Comparison], tolerance: float, exact: bool, not_rerun: int = 0) -> str:
+    """How many runs came back bit-identical, within the tolerance, beyond it, or without a unit, and how many
+    selected runs were not rerun."""
     counts: dict[str, int] = {}
     for c in comps:
         statuses = {verdict(c.diff[k], c.se[k], c.n, tolerance)[1] for k in COMPARED}
@@ -306,8 +355,9 @@ def summary(comps: list[Comparison], tolerance: float, exact: bool) -> str:
         counts[worst] = counts.get(worst, 0) + 1
     names = {"identical": "bit-identical", "within": f"within {tolerance:g} SE", "beyond": f"beyond {tolerance:g} SE",
              "n/a": "n/a (no SE; flagged !)", "not bit-identical": "not bit-identical (--exact)"}
-    parts = [f"{counts[s]} {names[s]}" for s in names if s in counts]
-    return f"{len(comps)} run(s) compared{' (--exact)' if exact else ''}: {', '.join(parts)}"
+    parts = [f"{counts[s]} {names[s]}" for s in names if s in counts] or ["none"]
+    rest = f"; {not_rerun} not rerun (nothing to compare)" if not_rerun else ""
+    return f"{len(comps)} run(s) compared{' (--exact)' if exact else ''}: {', '.join(parts)}{rest}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -324,16 +374,26 @@ def verify(root: Path, profile: str, rev: str, targets: list[str], tolerance: fl
     commit = resolve_rev(root, rev)
     namespaces = [profile, vehicle_namespace(profile)]
     committed = committed_runs(root, rev, namespaces)
-    runs = select_runs(targets, profile, rev, working_runs(root, namespaces), committed)
-    comps = compare_all(root, rev, runs, committed, exact)
+    selected = select_runs(targets, profile, rev, working_runs(root, namespaces), committed)
+    since = commit_time(root, commit)
+    stale = [r for r in selected if not was_rerun(root, rev, since, r)]
+    comps = compare_all(root, rev, [r for r in selected if r not in stale], committed, exact)
     print(f"{profile}: the working tree's runs against {rev} ({commit[:10]}); last-epoch metrics, rerun - "
           f"committed; SE = committed std over seeds / sqrt(n seeds)")
-    print("\n".join(report(comps, profile, tolerance)))
+    if comps:
+        print("\n".join(report(comps, profile, tolerance)))
+    if stale:
+        print(f"not rerun ({len(stale)}): the working tree's metrics.json is {rev}'s, and no train.ipynb or "
+              f"checkpoint newer than the commit exists:")
+        print("\n".join(f"  {r.path()}  ({stage_name(r, profile)})" for r in stale))
     bad = [c for c in comps if failed(c, tolerance)]
-    print(summary(comps, tolerance, exact))
+    print(summary(comps, tolerance, exact, len(stale)))
     if bad:
         print("FAILED: " + ", ".join(f"{c.run.path()}" for c in bad))
-    return 1 if bad else 0
+    if stale:
+        print(f"NOT RERUN: {len(stale)} run(s); rerun their stages first (e.g. `dvc repro -f --single-item "
+              f"{stage_name(stale[0], profile)}`), or select only the runs you reran")
+    return 1 if bad or stale else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = (a.root or project_root()).resolve()
         return verify(root, a.profile or active_profile(root), a.against, a.targets, a.tolerance, a.exact)
-    except (MissingResultError, ResultFormatError, VerifyError) as e:
+    except (ConfigError, MissingResultError, ResultFormatError, VerifyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from mambapro.adapters import BNA, PFA, LoRA, adapted_layer, build_adapter, build_adapters
-from mambapro.config import AdapterConfig
+from mambapro.config import AdapterConfig, resolve_config
+from mambapro.registry import ADAPTERS
 
 
 def test_per_layer_counts_at_paper_scale():
@@ -101,3 +102,16 @@ def test_layer_range_fig9c():
         build_adapters(AdapterConfig(kind="pfa", start_layer=12), 8, 12)
     with pytest.raises(ValueError, match="adapter.position = 'middle'"):
         build_adapter(AdapterConfig(kind="pfa", position="middle"), 8)
+
+
+def test_a_registered_adapter_is_built_at_its_fixed_position():
+    """An adapter kind registered in ADAPTERS alone passes the configuration and is built at its ``position``."""
+    ADAPTERS.register("test_linear", lambda cfg, dim: nn.Linear(dim, dim), position="side_mhsa", block_input=False)
+    try:
+        cfg = resolve_config("bare", overrides={"adapter.kind": "test_linear"}).adapter
+        adapter = build_adapter(cfg, 8)
+        assert isinstance(adapter, nn.Linear) and adapter.position == "side_mhsa" and not adapter.block_input
+        assert set(build_adapters(cfg, 8, 3)) == {"0", "1", "2"}
+    finally:
+        ADAPTERS.unregister("test_linear")
+    assert build_adapter(AdapterConfig(kind="pfa", position="behind_mhsa", block_input=True), 8).block_input

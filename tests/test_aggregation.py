@@ -11,16 +11,13 @@ import warnings
 import pytest
 import torch
 
-from mambapro.aggregation import (
-    SSM,
-    build_aggregator,
-    fvcore_handles,
-    table6_parameters,
-)
+from mambapro.aggregation import SSM, build_aggregator
+from mambapro.complexity import aggregation_block_params, flop_handles
 from mambapro.config import AggregationConfig
+from mambapro.registry import AGGREGATORS
 
 PAPER_DIM, PAPER_GRID = 512, (16, 8)
-KINDS = ("sum", "concat", "transformer", "intra_ma", "inter_ma", "ma", "ma_trans")
+KINDS = tuple(k for k in AGGREGATORS if k != "none")  # every registered aggregator gets the generic tests
 MA_KINDS = ("intra_ma", "inter_ma", "ma")
 
 # Official sec. 7, Table 6 (one block + the 1,580,544 reductions) and Table 11
@@ -58,7 +55,7 @@ def fvcore_gflops(agg, inputs):
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
 
-        analysis = FlopCountAnalysis(agg.eval(), (inputs,)).set_op_handle(**fvcore_handles())
+        analysis = FlopCountAnalysis(agg.eval(), (inputs,)).set_op_handle(**flop_handles())
         analysis.unsupported_ops_warnings(False)
         analysis.uncalled_modules_warnings(False)
         return analysis.total() / 1e9
@@ -68,10 +65,14 @@ def fvcore_gflops(agg, inputs):
 # Paper numbers
 
 
-@pytest.mark.parametrize("kind", KINDS)
+def test_scan_fact_names_the_mamba_kinds():
+    assert AGGREGATORS.where(scan=True) == MA_KINDS
+
+
+@pytest.mark.parametrize("kind", list(TABLE6_PARAMS))
 def test_table6_parameter_counts(kind):
     agg = paper_scale(kind)
-    count = table6_parameters(agg)
+    count = aggregation_block_params(agg)
     assert count == TABLE6_PARAMS[kind]
     assert round(count / 1e6, 2) == PAPER_MILLIONS[kind]
     assert sum(p.numel() for p in agg.reduction.parameters()) == 1_580_544
@@ -88,7 +89,7 @@ def test_stacking_and_whole_ma_module():
     assert round((pfa_srp + total) / 1e6, 2) == 74.17  # paper prints 74.20: the unexplained 0.025 M gap
     assert round((86_140_416 + pfa_srp + total) / 1e6, 2) == 160.32  # paper 160.34
     # the table count is one block whatever num_blocks is; sum / concat ignore num_blocks
-    assert table6_parameters(agg) == TABLE6_PARAMS["ma"]
+    assert aggregation_block_params(agg) == TABLE6_PARAMS["ma"]
     assert len(build("concat", num_blocks=3).blocks) == 1
     assert len(build("transformer", num_blocks=3).blocks) == 3
 
@@ -198,8 +199,8 @@ def test_inter_scan_is_causal_in_modality_order_unless_bidirectional():
             assert torch.equal(a[m], b[m]) != reaches_rgb
         assert not torch.equal(a[2], b[2])
     # bidirectional adds one backward SSM per forward SSM (118,784 parameters each at paper scale)
-    extra = table6_parameters(build("ma", num_blocks=1, bidirectional=True, dim=64, grid=(2, 2)))
-    extra -= table6_parameters(build("ma", num_blocks=1, dim=64, grid=(2, 2)))
+    extra = aggregation_block_params(build("ma", num_blocks=1, bidirectional=True, dim=64, grid=(2, 2)))
+    extra -= aggregation_block_params(build("ma", num_blocks=1, dim=64, grid=(2, 2)))
     ssm = 128 * (4 + 2 * 16) + (4 * 128 + 128) + 128 * 16 + 128 + 2 * 128  # x_proj, dt_proj, A_log, D, out_norm
     assert extra == 4 * ssm  # one backward SSM per forward SSM (118,784 parameters each at paper scale)
 

@@ -4,20 +4,21 @@ FLOPs of Tables 4-5 against the analytic counts (sec. 6), attention FLOP handles
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import pytest
 import torch
 
+from mambapro import complexity, paper_results
 from mambapro.backbone import Backbone
 from mambapro.complexity import (
-    PAPER,
-    aggregation_available,
     count_flops,
     count_params,
     layer_flops,
     main,
     model_params,
     paper_config,
+    paper_value,
 )
 from mambapro.config import resolve_config
 from mambapro.model import build_model
@@ -31,7 +32,7 @@ TABLE3 = {"A": 0, "B": 86_140_416, "C": 28_339_200, "D": 28_477_440, "E": 56_816
 def test_table3_whole_model_counts(row, model_paper_tower):
     model = build_model(paper_config(row), 171, 4, tower=model_paper_tower)
     assert model_params(model) == TABLE3[row]
-    assert round(TABLE3[row] / 1e6, 2) == PAPER["table3"][row]["params"]
+    assert round(TABLE3[row] / 1e6, 2) == paper_value("table3", row, "params")
 
 
 def test_table3_rows_with_aggregation(model_paper_tower):
@@ -112,7 +113,18 @@ def test_table_command_writes_both_files(tmp_path):
 def test_full_table_command_matches_the_paper_within_its_notes(tmp_path):
     main(["--out", str(tmp_path)])
     rows = list(csv.DictReader((tmp_path / "complexity.csv").open()))
-    expected = {"table3", "table4", "table5"} | ({"table6", "table11"} if aggregation_available() else set())
-    assert {r["table"] for r in rows} == expected
+    assert {r["table"] for r in rows} == {"table3", "table4", "table5", "table6", "table11"}
     for r in rows:  # every difference from the paper beyond rounding is explained in the row's note
         assert abs(float(r["difference"])) < 0.005 or r["note"], r
+
+
+def test_paper_values_are_read_from_paper_results(monkeypatch):
+    """complexity keeps no paper numbers of its own: a changed paper_results row changes the complexity row."""
+    assert paper_value("table6", "MA", "params") == 9.47 and paper_value("table11", "MA(Trans)", "flops") == 1.81
+    table5 = paper_results.paper_table("table5")
+    rows = tuple((label, values[:4] + (0.5, 7.0)) if label == "CLIP(L) + PFA" else (label, values)
+                 for label, values in table5.rows)
+    monkeypatch.setitem(paper_results.PAPER_TABLES, "table5", dataclasses.replace(table5, rows=rows))
+    row = complexity._row("table5", "CLIP(L) + PFA", "C", "params", 2.3616)
+    assert row["paper"] == 7.0 and row["difference"] == round(2.36 - 7.0, 2)
+    assert complexity._row("table5", "CLIP(L) + PFA", "C", "flops", 0.3)["paper"] == 0.5

@@ -63,3 +63,68 @@ def test_yaml_values_are_coerced_to_the_typed_fields():
     assert cfg.data.image_size == (256, 128) and isinstance(cfg.train.base_lr, float) and cfg.eval.missing == ("r",)
     with pytest.raises(ConfigError, match="batch_size = 30 is not a multiple"):
         apply_overrides(Config(), {"data": {"batch_size": 30, "num_instances": 4}})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input (issue 19 item 7): nonsensical numbers and duplicate YAML keys are errors naming the key
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("train.base_lr", "Infinity", r"train\.base_lr = inf must be a finite number"),  # the engine CLI's --set JSON
+    ("train.base_lr", "NaN", r"train\.base_lr = nan must be a finite number"),
+    ("train.weight_decay", "-1", r"train\.weight_decay = -1\.0 must be >= 0"),
+    ("train.weight_decay_bias", "-1e-4", r"train\.weight_decay_bias = -0\.0001 must be >= 0"),
+    ("train.bias_lr_factor", "-5", r"train\.bias_lr_factor = -5\.0 must be > 0"),
+    ("data.num_workers", "-3", r"data\.num_workers = -3 must be >= 0"),
+    ("data.pad", "-1", r"data\.pad = -1 must be >= 0"),
+    ("data.image_size", "[256, 0]", r"data\.image_size = \(256, 0\) must be positive"),
+    ("loss.label_smoothing", "1.0", r"loss\.label_smoothing = 1\.0 must be in \[0, 1\)"),
+    ("loss.triplet_margin", "-0.3", r"loss\.triplet_margin = -0\.3 must be >= 0, or null"),
+    ("loss.triplet_margin", "Infinity", r"loss\.triplet_margin = inf must be a finite number"),
+    ("loss.id_weight", "-0.25", r"loss\.id_weight = -0\.25 must be >= 0"),
+    ("adapter.start_layer", "12", r"adapter\.start_layer = 12 must be in \[0, 11\]"),
+    ("prompt.length", "0", r"prompt\.length = 0 must be >= 1"),
+    ("aggregation.d_state", "0", r"aggregation\.d_state = 0 must be >= 1"),
+    ("aggregation.dt_rank", "-4", r"aggregation\.dt_rank = -4 must be >= 1 or null"),
+    ("backbone.sie_coe", "-1", r"backbone\.sie_coe = -1\.0 must be >= 0"),
+    ("train.seed", "-1", r"train\.seed = -1 must be in \[0, 2\*\*63\)"),
+])
+def test_nonsensical_numbers_are_refused_naming_the_key(key, value, message):
+    import json
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("default", "F", {key: json.loads(value)})
+
+
+def test_every_float_field_must_be_finite():
+    """Whatever float field the dataclasses hold (fields added later included), inf and nan are refused."""
+    import dataclasses
+    import math
+
+    cfg, checked = Config(), 0
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            if isinstance(getattr(getattr(cfg, section.name), f.name), float):
+                for bad in (math.inf, -math.inf, math.nan):
+                    with pytest.raises(ConfigError, match=rf"{section.name}\.{f.name} = .* must be a finite"):
+                        apply_overrides(cfg, {f"{section.name}.{f.name}": bad})
+                checked += 1
+    assert checked >= 11
+
+
+def test_duplicate_yaml_keys_name_the_key_and_both_lines(tmp_path, monkeypatch):
+    from mambapro import config
+
+    text = "A:\n  backbone: {frozen: true}\nB:\n  backbone: {frozen: false}\nA:\n  adapter: {kind: pfa}\n"
+    with pytest.raises(ConfigError, match=r"presets\.yaml:5: duplicate key 'A' \(first at line 1\)"):
+        config.load_yaml_text(text, "presets.yaml")
+    nested = tmp_path / "profiles.yaml"
+    nested.write_text("p:\n  config:\n    data: {batch_size: 8}\n    data: {batch_size: 16}\n  pipeline: {}\n")
+    with pytest.raises(ConfigError, match=rf"{nested}:4: duplicate key 'data' \(first at line 3\)"):
+        config._load_yaml(nested)
+    flow = "seeds: [0, 1]\nx: {a: 1, a: 2}\n"
+    with pytest.raises(ConfigError, match=r"params\.yaml:2: duplicate key 'a'"):
+        config.load_yaml_text(flow, "params.yaml")
+    merged = "base: &b {lr: 1}\nrun:\n  <<: *b\n  epochs: 2\n"  # merge keys are not duplicates
+    assert config.load_yaml_text(merged, "m.yaml")["run"] == {"lr": 1, "epochs": 2}
+    assert config._load_yaml(config.PRESETS_FILE) == config.PRESETS  # the shipped files have none

@@ -53,9 +53,10 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+from mambapro.checkpoints import CheckpointMismatch, load_checkpoint, weights_digest  # noqa: E402
 from mambapro.config import apply_overrides  # noqa: E402
 from mambapro.data.synthetic import generate  # noqa: E402
-from mambapro.engine import CheckpointMismatch, load_checkpoint, train, weights_digest  # noqa: E402
+from mambapro.engine import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -215,6 +216,7 @@ def test_merged_optimizer_trains_exactly_like_the_official_per_tensor_one(tiny_r
 
 import argparse  # noqa: E402
 
+import mambapro.checkpoints as checkpoints  # noqa: E402
 import mambapro.engine as engine  # noqa: E402
 
 
@@ -296,7 +298,7 @@ def pretrained_f(tiny_root, tmp_path_factory):
 def test_frozen_tower_checkpoints_keep_only_what_training_changes(pretrained_f):
     cfg, run, result = pretrained_f
     ckpt = load_checkpoint(run / "last.pt", cfg, seed=0)
-    model, _ = engine.restore_model(run / "last.pt", cfg)
+    model, _ = checkpoints.restore_model(run / "last.pt", cfg)
     full = model.state_dict()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     buffers = {n for n, _ in model.named_buffers()}
@@ -328,20 +330,20 @@ def test_restoring_refuses_a_checkpoint_that_does_not_fit(pretrained_f, tmp_path
     cfg, run, _ = pretrained_f
     ckpt = load_checkpoint(run / "best.pt")
     lacking = {**ckpt, "model": {k: v for k, v in ckpt["model"].items() if not k.startswith("fuse_head.")}}
-    torch.save(lacking, tmp_path / "lacking.pt")
+    torch.save(checkpoints.seal(lacking), tmp_path / "lacking.pt")  # sealed: only the fit is wrong
     with pytest.raises(CheckpointMismatch, match=r"lacking.pt .*missing .*fuse_head"):
-        engine.restore_model(tmp_path / "lacking.pt", cfg)
+        checkpoints.restore_model(tmp_path / "lacking.pt", cfg)
     extra = {**ckpt, "model": {**ckpt["model"], "extra.weight": torch.zeros(1)}}
-    torch.save(extra, tmp_path / "extra.pt")
+    torch.save(checkpoints.seal(extra), tmp_path / "extra.pt")
     with pytest.raises(CheckpointMismatch, match=r"unexpected .*extra.weight"):
-        engine.restore_model(tmp_path / "extra.pt", cfg)
+        checkpoints.restore_model(tmp_path / "extra.pt", cfg)
 
 
 def test_full_fine_tuning_saves_the_whole_trainable_tower(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "G", train={"epochs": 1},
                    backbone={"pretrained": str(_tiny_weights(tmp_path / "w.pt"))})
     train(cfg, tmp_path / "run", seed=0, progress=False)
-    model, ckpt = engine.restore_model(tmp_path / "run" / "best.pt", cfg)
+    model, ckpt = checkpoints.restore_model(tmp_path / "run" / "best.pt", cfg)
     tower = {n for n, _ in model.named_parameters() if n.startswith("backbone.tower.")}
     assert tower and tower <= set(ckpt["model"])
 
@@ -402,10 +404,10 @@ def test_unreadable_checkpoints_name_the_path_the_cause_and_the_fix(kind, tiny_r
     else:
         path.write_bytes(b"" if kind == "empty" else b"not a checkpoint\x00\x01")
     cause = {"empty": "empty or truncated", "junk": "Unsupported operand", "pickle": "argparse.Namespace"}[kind]
-    with pytest.raises(engine.CheckpointError, match=rf"{path}.*{cause}.*delete {path.parent}") as err:
+    with pytest.raises(checkpoints.CheckpointError, match=rf"{path}.*{cause}.*delete {path.parent}") as err:
         load_checkpoint(path)
     assert "weights_only=False" not in str(err.value)
-    with pytest.raises(engine.CheckpointError, match=str(path)):  # a resume names it too
+    with pytest.raises(checkpoints.CheckpointError, match=str(path)):  # a resume names it too
         train(tiny_cfg(tiny_root, "C", train={"epochs": 1}), path.parent, seed=0, progress=False)
 
 

@@ -1,5 +1,6 @@
 """Checkpoint sizes at paper scale (RGBNT201: ViT-B/16 at 256x128, 171 identities, 4 cameras), computed from the
-tensors a checkpoint keeps (:func:`mambapro.engine.model_state`) on a random tower: cheap on the CPU, no training.
+tensors a checkpoint keeps (:func:`mambapro.checkpoints.model_state`) on a random tower: cheap on the CPU, no
+training.
 
 Preset F trains 74.7 M parameters (the paper's 74.20 M plus heads and camera embedding, official-implementation.md
 sec. 7), so its trained tensors alone are 299 MB in fp32: ``last.pt`` during a run (with Adam's two moments) is
@@ -10,8 +11,8 @@ about 0.90 GB, ``best.pt`` and the finished run's ``last.pt`` about 0.30 GB, aga
 import pytest
 import torch
 
+from mambapro.checkpoints import model_state
 from mambapro.config import resolve_config
-from mambapro.engine import model_state
 from mambapro.model import build_model
 
 MB = 1e6

@@ -8,6 +8,7 @@ raise, and the outputs must show numbers from the committed ``results/default``.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import socket
@@ -184,3 +185,62 @@ def test_explore_notebook_in_jupyter_server(tmp_path):
     assert any("image/png" in o.get("data", {}) for o in everything)  # the training curves
     assert "Missing modalities (preset F)" in text  # the evaluation, present for F
     assert "last_mAP_mean" in text and "paper_mAP" in text  # Table 3
+
+
+def _fake_runs(root: Path, namespace: str, preset: str = "F") -> None:
+    path = root / "results" / namespace / "runs" / preset / "seed0" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+
+
+def test_every_profile_name_finds_its_runs(tmp_path):
+    """The notebook's ``profile`` → the namespace holding its runs: a vehicle profile trained as a person profile's
+    vehicle runs lives under ``<person profile>/vehicle`` (``default-vehicle`` used to look in
+    ``results/default-vehicle`` and fail)."""
+    from mambapro.config import ConfigError
+    from mambapro.pipeline import results_namespace
+    from mambapro.results import MissingResultError
+
+    _fake_runs(tmp_path, "default")
+    _fake_runs(tmp_path, "default/vehicle")
+    _fake_runs(tmp_path, "rgbnt100")
+    assert results_namespace("default", tmp_path) == "default"
+    assert results_namespace("default-vehicle", tmp_path) == "default/vehicle"
+    assert results_namespace("default/vehicle", tmp_path) == "default/vehicle"
+    assert results_namespace("rgbnt100", tmp_path) == "rgbnt100"  # its own runs come first
+    with pytest.raises(MissingResultError, match=r"'rgbnt201' has no runs: no metrics.json under "
+                                                 r"results/rgbnt201/runs"):
+        results_namespace("rgbnt201", tmp_path)
+    with pytest.raises(MissingResultError, match=r"results/msvr310/runs; train them first"):
+        results_namespace("msvr310", tmp_path)
+    with pytest.raises(ConfigError, match="unknown profile 'nope'.*valid profiles: default, default-vehicle"):
+        results_namespace("nope", tmp_path)
+
+
+def _run_cell(source: str, scope: dict):
+    """Run a cell as IPython does: its statements, then its last expression's value (what Jupyter displays)."""
+    tree = ast.parse(source)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, "<cell>", "exec"), scope)
+    return None if last is None else eval(compile(ast.Expression(last.value), "<cell>", "eval"), scope)
+
+
+@pytest.mark.parametrize("profile", ["default-vehicle", "default/vehicle"])
+def test_explore_cells_for_a_vehicle_profile(profile, monkeypatch):
+    """Every code cell of the notebook, run in this process with ``profile`` set as the README names it, on the
+    committed vehicle runs of the default profile (the old notebook stopped: MissingResultError, then NameError)."""
+    import pandas as pd
+
+    metrics = load_metrics(ROOT / "results" / "default" / "vehicle", "F")
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("MAMBAPRO_ROOT", raising=False)
+    cells = [c.source for c in nbformat.read(ROOT / NOTEBOOK, as_version=4).cells if c.cell_type == "code"]
+    scope: dict = {}
+    _run_cell(cells[0], scope)  # the parameters cell, then the value papermill or the user would set
+    scope["profile"] = profile
+    shown = [_run_cell(source, scope) for source in cells[1:]]
+    assert scope["namespace"] == "default/vehicle" and scope["folder"] == Path("results/default/vehicle")
+    assert shown[1] == {"presets": "A B C D E F G", "vehicle presets": ""}
+    assert scope["metrics"]["summary"]["last/mAP/mean"] == metrics["summary"]["last/mAP/mean"]
+    assert scope["table3"] == Path("results/default/vehicle/tables/table12.csv")
+    assert isinstance(shown[-1], pd.DataFrame) and "F" in shown[-1].columns

@@ -45,3 +45,21 @@ def test_every_figure_part_draws_from_the_runs(trained, monkeypatch):
 def test_a_missing_run_is_named(trained):
     with contextlib.chdir(trained), pytest.raises(FileNotFoundError, match=r"runs/tiny/vehicle/F/seed0/best.pt"):
         figures.vehicle_figures("tiny", "tiny", 0)
+
+
+@pytest.mark.parametrize(("kind", "figure"), [("vehicle", "fig11_gradcam_vehicle"),
+                                              ("person", "fig10_gradcam_person")])
+def test_the_gradcam_figure_follows_the_datasets_object_fact(monkeypatch, kind, figure):
+    """Fig. 10 or Fig. 11 is decided by the dataset registry's ``object`` fact (here flipped for RGBNT100), not by
+    comparing the dataset's name with "RGBNT201"."""
+    from mambapro.registry import DATASETS
+
+    monkeypatch.setitem(DATASETS.get("RGBNT100").facts, "object", kind)
+    drawn = []
+    monkeypatch.setattr(figures, "tsne", lambda *a: [])
+    monkeypatch.setattr(figures, "load_run", lambda *a: (None, None))
+    monkeypatch.setattr(figures, "alignment", lambda *a: [])
+    monkeypatch.setattr(figures, "gradcam", lambda model, data, out, name, *a: drawn.append(name) or [])
+    monkeypatch.setattr(figures, "rank_list", lambda *a: [])
+    figures.core_figures("default-vehicle", results.results_dir("x"))
+    assert drawn == [figure]

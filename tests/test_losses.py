@@ -56,8 +56,69 @@ def test_hardest_positive_includes_self():
     value = batch_hard_triplet(feats, pids)
     expected = (softplus(1e-6 - 2) + softplus(3 - 2) + softplus(3 - 5)) / 3
     assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
+def _triplet_with_host_check(features, pids, margin=None):
+    """The implementation before issue 20 (item 4): the same arithmetic behind an ``if same.all()`` branch, which
+    reads a GPU tensor on the host once per loss pair and step."""
+    dist = euclidean_distances(features)
+    same = pids.unsqueeze(0) == pids.unsqueeze(1)
+    if same.all():
+        raise ValueError("triplet loss: the batch holds a single identity, so there is no negative")
+    d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
+    d_an = dist.masked_fill(same, float("inf")).amin(dim=1)
+    if margin is None:
+        return torch.nn.functional.softplus(d_ap - d_an).mean()
+    return torch.nn.functional.relu(d_ap - d_an + margin).mean()
+
+
+def _value_and_grad(fn, feats, pids, margin):
+    x = feats.clone().requires_grad_(True)
+    loss = fn(x, pids, margin)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("margin", [None, 0.3])
+def test_branch_free_triplet_is_bit_identical_to_the_host_checked_one(margin):
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        p, k, d = 2 + trial % 5, 1 + trial % 4, 3 + trial
+        pids = torch.arange(p).repeat_interleave(k)[torch.randperm(p * k, generator=gen)]
+        feats = torch.randn(p * k, d, generator=gen) * (1 + trial)
+        new, old = _value_and_grad(batch_hard_triplet, feats, pids, margin), _value_and_grad(
+            _triplet_with_host_check, feats, pids, margin)
+        assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1]), trial
+    # a batch whose hardest negative ties with a positive, and a single-sample identity (only itself positive)
+    feats, pids = torch.tensor([[0.0], [1.0], [1.0], [5.0]]), torch.tensor([0, 0, 1, 2])
+    new, old = _value_and_grad(batch_hard_triplet, feats, pids, margin), _value_and_grad(
+        _triplet_with_host_check, feats, pids, margin)
+    assert torch.equal(new[0], old[0]) and torch.equal(new[1], old[1])
+
+
+@pytest.mark.parametrize("margin", [None, 0.3])
+def test_single_identity_batch_gives_zero_loss_and_gradient_without_a_host_sync(margin, monkeypatch):
+    """The degenerate batch (one identity: no negative) where the old code raised: every anchor's d_an is +inf, so
+    the loss and its gradient are exactly 0 (finite: no NaN reaches the update), and no tensor is read on the host
+    (the old code's ``if same.all()`` calls ``Tensor.__bool__``)."""
+    feats, pids = torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), torch.zeros(6, dtype=torch.long)
     with pytest.raises(ValueError, match="single identity"):
-        batch_hard_triplet(feats, torch.zeros(3, dtype=torch.long))
+        _triplet_with_host_check(feats, pids, margin)
+    reads = []
+    for name in ("__bool__", "item", "__float__", "tolist"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name: reads.append(_n) or _o(
+            self, *a))
+    x = feats.clone().requires_grad_(True)
+    loss = batch_hard_triplet(x, pids, margin)
+    loss.backward()
+    monkeypatch.undo()
+    assert reads == []
+    assert torch.equal(loss.detach(), torch.tensor(0.0)) and torch.equal(x.grad, torch.zeros_like(feats))
+    # the host-checked version reads a tensor on the host in the same call: the counter would have seen it
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda self, _o=torch.Tensor.__bool__: reads.append(1) or _o(self))
+    _triplet_with_host_check(feats, torch.tensor([0, 0, 0, 1, 1, 1]), margin)
+    assert reads == [1]
 
 
 def test_total_is_the_weighted_sum_over_pairs():

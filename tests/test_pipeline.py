@@ -144,6 +144,25 @@ def test_paper_profiles_need_only_their_dataset_and_weights(scratch):
 
 
 @pytest.mark.slow
+def test_a_paper_profile_with_an_empty_data_folder_keeps_data_dvc(scratch):
+    """Under `use rgbnt201` with an empty data/, `dvc repro train@F-0` first re-records data.dvc (DVC "verifies"
+    the changed data source: 5,393 files -> 0), then fails on the missing dataset.  .ci/repro checks the data
+    sources first (`.ci/stages.py sources`) and stops with the fix; data.dvc keeps its record (issue 19, item 5)."""
+    env = {**os.environ, "PYTHONPATH": str(scratch)}
+    subprocess.run([sys.executable, "-m", "mambapro.pipeline", "use", "rgbnt201"], cwd=scratch, check=True, env=env,
+                   capture_output=True)
+    (scratch / "data").mkdir(exist_ok=True)
+    recorded = (scratch / "data.dvc").read_bytes()
+    done = subprocess.run([sys.executable, str(scratch / ".ci" / "stages.py"), "sources", "train@F-0"], cwd=scratch,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    nfiles = yaml.safe_load(recorded)["outs"][0]["nfiles"]
+    assert f"data.dvc: data holds 0 files, but data.dvc records {nfiles} files" in done.stderr
+    assert "`dvc add data`" in done.stderr
+    assert (scratch / "data.dvc").read_bytes() == recorded
+
+
+@pytest.mark.slow
 def test_a_failing_training_stage_keeps_the_committed_results(scratch):
     """train@F-0 with the dataset absent fails; its committed metrics.json and train.ipynb are untouched and no
     temporary file is left."""

@@ -12,11 +12,14 @@ import pytest
 from PIL import Image
 
 from mambapro.data.readers import (
+    DATASETS,
     DataError,
     _msvr310_name,
     _rgbnt100_name,
     _rgbnt201_name,
+    is_vehicle,
     load_images,
+    object_kind,
     read_dataset,
     read_msvr310,
     read_rgbnt100,
@@ -117,6 +120,22 @@ def test_missing_root_and_split(data, tmp_path):
         read_msvr310(data)
     with pytest.raises(DataError, match="unknown dataset 'Market1501'"):
         read_dataset("Market1501", data)
+
+
+def test_dataset_registry_facts_and_a_registered_reader(data):
+    """Person or vehicle is the dataset's registered ``object`` fact; read_dataset calls whatever is registered."""
+    assert [object_kind(d) for d in ("RGBNT201", "RGBNT100", "MSVR310")] == ["person", "vehicle", "vehicle"]
+    assert is_vehicle("MSVR310") and not is_vehicle("RGBNT201")
+    assert {d: DATASETS.fact(d, "folder") for d in DATASETS} == {"RGBNT201": "RGBNT201", "RGBNT100": "RGBNT100",
+                                                                 "MSVR310": "msvr310"}
+    assert [DATASETS.fact(d, "protocol") for d in DATASETS] == ["camera", "camera", "scene"]
+    DATASETS.register("RGBNT201-copy", lambda root, verify=False: read_rgbnt201(root, verify), object="person",
+                      folder="RGBNT201", modalities=("RGB", "NI", "TI"), image_size=(256, 128), protocol="camera")
+    try:
+        assert read_dataset("RGBNT201-copy", data).num_classes == read_rgbnt201(data).num_classes
+        assert not is_vehicle("RGBNT201-copy")
+    finally:
+        DATASETS.unregister("RGBNT201-copy")
 
 
 def test_missing_modality_files_are_listed(data):

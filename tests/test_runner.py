@@ -7,12 +7,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from processes import gone as _gone
+from processes import wait_for
 
 import nbrun as runner
+from nbrun.cli import _resolve_value
 
 # nbformat and papermill (a 4 s import, mostly nbformat's jsonschema) are imported by the fixture below, once the
 # module's server has been started, so that both imports run at the same time.
@@ -69,24 +71,6 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in path.read_text().split()]
 
 
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 class Server:
     """``python -m nbrun serve`` in a subprocess, with a short preload."""
 
@@ -98,7 +82,7 @@ class Server:
             self.proc = subprocess.Popen([*command, "--preload", preload], env=_env(), stdout=log, stderr=log)
 
     def ready(self) -> Server:
-        _wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, what="the server socket")
+        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, what="the server socket")
         assert self.proc.poll() is None, self.log.read_text()
         return self
 
@@ -302,10 +286,10 @@ def test_killed_client_stops_its_child(server, tmp_path):
     _notebook(tmp_path / "in.ipynb", SLEEPER)
     before = set(_children(server.proc.pid))
     client = _client("in.ipynb", "out.ipynb", cwd=tmp_path, env=server.env())
-    (child,) = _wait_for(lambda: set(_children(server.proc.pid)) - before, what="the forked child")
+    (child,) = wait_for(lambda: set(_children(server.proc.pid)) - before, what="the forked child")
     client.kill()
     client.wait(timeout=10)
-    _wait_for(lambda: _gone(child), timeout=10, what="the child to be terminated")
+    wait_for(lambda: _gone(child), timeout=10, what="the child to be terminated")
 
 
 def test_server_shutdown_kills_children_and_removes_socket(tmp_path):
@@ -313,7 +297,7 @@ def test_server_shutdown_kills_children_and_removes_socket(tmp_path):
     try:
         _notebook(tmp_path / "in.ipynb", SLEEPER)
         client = _client("in.ipynb", "out.ipynb", cwd=tmp_path, env=srv.env())
-        (child,) = _wait_for(lambda: _children(srv.proc.pid), what="the forked child")
+        (child,) = wait_for(lambda: _children(srv.proc.pid), what="the forked child")
         assert srv.stop() == 0
         assert client.wait(timeout=10) == 128 + signal.SIGTERM  # the child was terminated; the client says so
         assert _gone(child) and not srv.socket.exists()
@@ -334,4 +318,4 @@ def test_client_falls_back_to_local(tmp_path, monkeypatch, capsys):
 
 def test_parameter_values_like_papermill():
     values = ["3", "2.5", "True", "None", "abc", "1e3"]
-    assert [runner._resolve_value(v) for v in values] == [3, 2.5, True, None, "abc", 1000.0]
+    assert [_resolve_value(v) for v in values] == [3, 2.5, True, None, "abc", 1000.0]

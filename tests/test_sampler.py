@@ -76,6 +76,34 @@ def test_bad_arguments():
         PKBatchSampler([0, 0, 1, 1], batch_size=6, num_instances=4)
     with pytest.raises(ValueError, match="at least P = 8 identities"):
         PKBatchSampler(_pids({p: 4 for p in range(5)}), batch_size=32, num_instances=4)
+    # one identity per batch: the triplet loss would have no negative (it no longer checks on the host)
+    with pytest.raises(ValueError, match="P >= 2 identities per batch"):
+        PKBatchSampler(_pids({p: 4 for p in range(5)}), batch_size=4, num_instances=4)
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        PKBatchSampler(_pids({p: 6 for p in range(20)}), 12, 4, rank=0, world=8)
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_each_process_takes_its_slice_of_the_same_global_batches(world):
+    """Under torchrun: the slices of processes 0..N-1, in order, are the 1-process batches (indices and
+    augmentation seeds), for every epoch; every process has the same number of batches."""
+    pids = _pids({p: 5 + p % 4 for p in range(24)})
+    one = PKBatchSampler(pids, 16, 4, seed=7)
+    shards = [PKBatchSampler(pids, 16, 4, seed=7, rank=r, world=world) for r in range(world)]
+    for epoch in (1, 2):
+        for s in (one, *shards):
+            s.set_epoch(epoch)
+        whole = list(one)
+        parts = [list(s) for s in shards]
+        assert all(len(p) == len(whole) == len(s) for p, s in zip(parts, shards))
+        for i, batch in enumerate(whole):
+            assert all(len(p[i]) == 16 // world for p in parts)
+            assert [x for p in parts for x in p[i]] == batch
+    # one process: the batches drawn before sharding existed (same generator calls, same order)
+    rng = np.random.default_rng([7, 2])
+    batches = pk_batches(pids, 16, 4, rng)
+    seeds = rng.integers(0, 2**31 - 1, size=(len(batches), 16))
+    assert whole == [list(zip(b, s.tolist())) for b, s in zip(batches, seeds)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,6 +183,30 @@ def test_batches_depend_on_seed_and_epoch_only(tiny_root):
         assert all(torch.equal(x["images"][m], y["images"][m]) for m in x["images"])
     c = epoch_batches(0, 3)
     assert not all(torch.equal(x["images"]["RGB"], y["images"]["RGB"]) for x, y in zip(a, c))
+
+
+def test_each_process_decodes_only_its_slice(tiny_root, monkeypatch):
+    """Process 1 of 2 reads (decodes) only the second half of each PK batch, and gets the tensors the 1-process
+    loader gives those samples (same augmentation draws)."""
+    import torch
+
+    from mambapro.data import loaders
+
+    whole = loaders.build_data(_cfg(tiny_root, "RGBNT201"), seed=0)
+    whole.set_epoch(2)
+    expected = list(whole.train_loader)
+    read = []
+    original = loaders.load_images
+    monkeypatch.setattr(loaders, "load_images", lambda sample: read.append(sample) or original(sample))
+    half = loaders.build_data(_cfg(tiny_root, "RGBNT201"), seed=0, rank=1, world=2)
+    half.set_epoch(2)
+    got = list(half.train_loader)
+    assert len(got) == len(expected) > 0
+    for g, e in zip(got, expected):
+        assert torch.equal(g["index"], e["index"][4:]) and torch.equal(g["pid"], e["pid"][4:])
+        assert all(torch.equal(g["images"][m], e["images"][m][4:]) for m in e["images"])
+    train = half.train_loader.dataset.samples
+    assert read == [train[i] for b in got for i in b["index"].tolist()]  # nothing of the other half
 
 
 def test_image_cache_gives_the_same_tensors(tiny_root):

@@ -376,6 +376,30 @@ def test_unknown_backend():
         resolve_backend("triton", "cpu")
 
 
+def test_a_registered_backend_is_dispatched_and_counted(monkeypatch):
+    """A backend registered in SCAN_BACKENDS alone runs through selective_scan, passes the configuration and gets
+    fvcore's scan handle for its traced Function."""
+    from mambapro.config import resolve_config
+
+    calls = []
+
+    def doubled(*args, **kw):
+        calls.append(kw)
+        return 2 * selective_scan_reference(*args)
+
+    monkeypatch.setattr(scan, "_logged", set())
+    scan.SCAN_BACKENDS.register("test_doubled", doubled, traced="SelectiveScanDoubled")
+    try:
+        args = make_inputs(1, 3, 2, 5, torch.float64)
+        out = selective_scan(**args, delta_softplus=True, backend="test_doubled")
+        expected = selective_scan_reference(**args, delta_softplus=True)
+        assert calls == [{}] and torch.allclose(out, 2 * expected)
+        assert resolve_config("bare", overrides={"aggregation.scan_backend": "test_doubled"})
+        assert "prim::PythonOp.SelectiveScanDoubled" in fvcore_handles()
+    finally:
+        scan.SCAN_BACKENDS.unregister("test_doubled")
+
+
 def test_backend_choice_logged_once(caplog, monkeypatch):
     monkeypatch.setattr(scan, "_logged", set())
     with caplog.at_level(logging.INFO, logger="mambapro.scan"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mambapro import paper_results, tables
+from mambapro import paper_results, table_inputs, tables
 from mambapro.config import TABLES
 from mambapro.paper_results import PAPER_TABLES
 
@@ -257,30 +257,50 @@ def test_profile_clash_and_vehicle_table12(tmp_path):
     assert t2["RGBNT100/mAP"] != "" and t2["MSVR310/mAP"] == ""
 
 
+@pytest.mark.parametrize(("profile", "dataset", "table12"), [
+    ("default-vehicle", "RGBNT100", True), ("msvr310", "MSVR310", True), ("default", "RGBNT201", False),
+    ("bare", "RGBNT201", False)])
+def test_table12_follows_the_profiles_dataset(tmp_path, profile, dataset, table12):
+    """Vehicle or person comes from the profile's dataset (config.object_kind), not from a list of profile names
+    (the old list had rgbnt100 and msvr310 only: default-vehicle's own runs got no Table 12)."""
+    root = write_fake_results(tmp_path, profile=profile, dataset=dataset)
+    assert ("table12" in {t.name for t in tables.build_tables(root, profile=profile)}) is table12
+
+
 def test_complexity_csv_read_defensively(tmp_path):
     path = tmp_path / "complexity.csv"
     path.write_text("table,row,quantity,paper\ntable3,F,params,74.2\n")
     with pytest.raises(tables.ResultFormatError, match=r"complexity.csv: missing column\(s\) ours"):
-        tables.load_complexity(path)
+        table_inputs.load_complexity(path)
     path.write_text("table,row,quantity,ours,paper\ntable3,F,volume,1,2\n")
     with pytest.raises(tables.ResultFormatError, match="line 2: quantity 'volume'"):
-        tables.load_complexity(path)
+        table_inputs.load_complexity(path)
     path.write_text("table,row,quantity,ours,paper\ntable3,F,params,n/a,2\n")
     with pytest.raises(tables.ResultFormatError, match="line 2: column 'ours' = 'n/a'"):
-        tables.load_complexity(path)
+        table_inputs.load_complexity(path)
     path.write_text("table,row,quantity,ours,paper\ntable3,F,params_M,74.17,74.2\ntable6,MA,flops_G,1.41,1.42\n")
-    assert tables.load_complexity(path)[("table6", "MA", "flops_G")]["ours"] == 1.41
+    assert table_inputs.load_complexity(path)[("table6", "MA", "flops_G")]["ours"] == 1.41
     with pytest.raises(tables.MissingResultError, match="mambapro.complexity"):
-        tables.load_complexity(tmp_path / "nope.csv")
+        table_inputs.load_complexity(tmp_path / "nope.csv")
+
+
+def _split(root: Path, folder: str) -> None:
+    """A tiny synthetic test split where the profile's data.root points (the tables measure its chance level)."""
+    from mambapro.data.synthetic import generate
+
+    generate(root / folder, seed=0, size="tiny")
 
 
 def test_cli(tmp_path, capsys, monkeypatch):
     root = write_fake_results(tmp_path / "results" / "default")
+    _split(tmp_path, "data/synthetic")
     (root / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")  # profile-independent
     monkeypatch.chdir(tmp_path)
     tables.main(["default"])
     assert "wrote" in capsys.readouterr().out
     assert (root / "tables" / "table9.md").read_text().startswith("# Table 9:")
+    assert "| chance | random features | 50 |" in (root / "tables" / "table9.md").read_text()
+    assert (root / "tables" / "chance.md").is_file()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -336,11 +356,12 @@ def test_partial_vehicle_table12_and_cli(tmp_path, capsys, monkeypatch):
     write_fake_results(folder, profile="rgbnt100", dataset="RGBNT100",
                        skip=tuple(p for p in tables.needed_presets() if p != "F"))
     (folder / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")
+    _split(tmp_path, "data")
     with pytest.raises(tables.MissingResultError, match="vehicle runs missing"):
         tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path)
     written = tables.build_vehicle_tables("rgbnt201", "rgbnt100", tmp_path, partial=True)
-    assert sorted(p.name for p in written) == ["noise.csv", "noise.md", "runs.csv", "runs.md", "table12.csv",
-                                              "table12.md"]
+    assert sorted(p.name for p in written) == ["chance.csv", "chance.md", "noise.csv", "noise.md", "runs.csv",
+                                              "runs.md", "table12.csv", "table12.md"]
     t12 = {r["row"]: r for r in _read_csv(folder / "tables" / "table12.csv")}
     assert t12["F"]["seeds"] == "3" and t12["A"]["seeds"] == "0" and float(t12["F"]["paper_mAP"]) == 83.9
     assert "evaluate F" not in (folder / "tables" / "runs.md").read_text()
@@ -372,22 +393,22 @@ def test_versus_reference_is_welchs_t_test():
     from scipy.stats import t as student_t
 
     a, b = [50.0, 51.0, 52.5], [45.0, 46.5, 47.0]
-    vs = tables.versus_reference(_runs(a), _runs(b))
+    vs = table_inputs.versus_reference(_runs(a), _runs(b))
     va, vb = statistics.variance(a), statistics.variance(b)  # Welch: unequal variances, Satterthwaite's df
     se2 = va / 3 + vb / 3
     t = (statistics.fmean(a) - statistics.fmean(b)) / se2 ** 0.5
     df = se2 ** 2 / ((va / 3) ** 2 / 2 + (vb / 3) ** 2 / 2)
     assert vs["delta"] == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
     assert vs["p"] == pytest.approx(2 * student_t.sf(abs(t), df)) and vs["p"] < 0.05 and vs["beyond_noise"]
-    close = tables.versus_reference(_runs([50.0, 51.0, 52.0]), _runs([49.5, 50.5, 51.5]))
+    close = table_inputs.versus_reference(_runs([50.0, 51.0, 52.0]), _runs([49.5, 50.5, 51.5]))
     assert close["p"] > 0.5 and not close["beyond_noise"]
-    one_seed = tables.versus_reference(_runs([60.0]), _runs(b))
+    one_seed = table_inputs.versus_reference(_runs([60.0]), _runs(b))
     assert one_seed["p"] is None and not one_seed["beyond_noise"]  # no seed spread to compare with
 
 
 def test_evaluation_noise_is_the_mean_bootstrap_half_width():
-    assert tables.evaluation_noise(_runs([50.0, 52.0], with_interval=True)) == pytest.approx(2.0)
-    assert tables.evaluation_noise(_runs([50.0, 52.0])) is None  # runs written before the interval was recorded
+    assert table_inputs.evaluation_noise(_runs([50.0, 52.0], with_interval=True)) == pytest.approx(2.0)
+    assert table_inputs.evaluation_noise(_runs([50.0, 52.0])) is None  # runs written before the interval was recorded
 
 
 def test_noise_table_and_curves_compare_with_f(built):
@@ -411,8 +432,9 @@ def test_quick_tables_need_table3_runs_only(tmp_path):
     keep = {p for _, p in TABLES["table3"]}
     write_fake_results(folder, skip=tuple(p for p in tables.needed_presets() if p not in keep))
     (folder / "complexity.csv").rename(tmp_path / "results" / "complexity.csv")
+    _split(tmp_path, "data/synthetic")
     written = tables.build_quick_tables("default", tmp_path)
-    assert sorted(p.name for p in written) == ["complexity.csv", "complexity.md", "noise.csv", "noise.md",
-                                              "table3.csv", "table3.md"]
+    assert sorted(p.name for p in written) == ["chance.csv", "chance.md", "complexity.csv", "complexity.md",
+                                              "noise.csv", "noise.md", "table3.csv", "table3.md"]
     assert all(p.parent == folder / "quick" for p in written)
     assert [r["preset"] for r in _read_csv(folder / "quick" / "noise.csv")] == list("ABCDEFG")

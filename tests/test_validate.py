@@ -3,6 +3,7 @@ named with their fix, all bad files are collected, sizes follow each reader's ru
 
 from __future__ import annotations
 
+import shutil
 import time
 from io import BytesIO
 from pathlib import Path
@@ -91,18 +92,141 @@ def test_tails_and_formats(tmp_path):
     assert "the BMP header declares" in check_image(str(tmp_path / "c.bmp"))[1]
 
 
-def test_rgbnt100_files_must_cover_the_crop_boxes(tmp_path):
+def rgbnt100_tree(root: Path, size=(768, 128)) -> Path:
     folder_names = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
     for split, folder in folder_names.items():
-        d = tmp_path / "RGBNT100" / "rgbir" / folder
+        d = root / "RGBNT100" / "rgbir" / folder
         d.mkdir(parents=True)
         for pid in (1, 2):
-            (d / f"{pid:04d}_c{pid}_{split}.jpg").write_bytes(jpeg((768, 128)))
+            (d / f"{pid:04d}_c{pid}_{split}.jpg").write_bytes(jpeg(size))
+    return root
+
+
+@pytest.mark.parametrize("size, why", [((256, 128), "cannot be cut"), ((1536, 256), "cut at the wrong places"),
+                                       ((768, 256), "cut at the wrong places"), ((769, 128), "wrong places")])
+def test_rgbnt100_files_must_be_exactly_the_crop_boxes_extent(tmp_path, size, why):
+    """The fixed boxes (official bases.py:19-23) cut 768x128; an oversized file would pass a 'large enough' check
+    and be cut at the wrong places."""
+    rgbnt100_tree(tmp_path)
     assert validate_dataset("RGBNT100", tmp_path).ok
-    small = tmp_path / "RGBNT100" / "rgbir" / "query" / "0002_c2_query.jpg"
-    small.write_bytes(jpeg((256, 128)))
-    with pytest.raises(DataError, match=r"0002_c2_query.jpg: wrong size 256x128 .* need at least 768x128"):
+    bad = tmp_path / "RGBNT100" / "rgbir" / "query" / "0002_c2_query.jpg"
+    bad.write_bytes(jpeg(size))
+    with pytest.raises(DataError, match=rf"0002_c2_query.jpg: wrong size {size[0]}x{size[1]} .* must be exactly "
+                                        rf"768x128.* {why}"):
         validate_dataset("RGBNT100", tmp_path)
+
+
+def test_rgbnt100_geometry_agrees_with_the_registry():
+    """One source: each crop box is the documented RGBNT100 input (H, W) of mambapro.registry.DATASETS."""
+    from mambapro.data.readers import RGBNT100_BOXES
+    from mambapro.registry import DATASETS
+
+    h, w = DATASETS.fact("RGBNT100", "image_size")
+    assert {(b[2] - b[0], b[3] - b[1]) for b in RGBNT100_BOXES} == {(w, h)}
+
+
+def test_layout_problems_and_bad_images_are_reported_together(tree):
+    """Issue 19 item 6: one missing modality file no longer hides six bad images, and every layout problem of the
+    tree comes in the same report."""
+    d = tree / "RGBNT201" / "train_171"
+    rgb, ni, ti = files(tree, "RGB"), files(tree, "NI"), files(tree, "TI")
+    missing = ni[0]
+    missing.unlink()
+    bad = [rgb[5], rgb[6], ni[7], ni[8], ti[9], ti[10]]
+    for p in bad:
+        p.write_bytes(b"")
+    stray = d / "TI" / "notes.txt"
+    stray.write_text("x")
+    for m in ("RGB", "NI", "TI"):  # a sample whose name does not parse
+        (d / m / rgb[12].name).rename(d / m / "12ab56_cam1_0000.jpg")
+    shutil.rmtree(tree / "RGBNT201" / "test" / "NI")
+    with pytest.raises(DataError) as err:
+        validate_dataset("RGBNT201", tree)
+    msg = str(err.value)
+    assert "4 layout problem(s) and 6 bad file(s)" in msg
+    lines = {line.split(": ", 1)[0].strip(): line for line in msg.splitlines()}
+    assert "modality file missing (its partner" in lines[str(missing)]
+    assert "unexpected entry (not an image file" in lines[str(stray)]
+    assert "cannot parse the file name" in lines[str(d / "RGB" / "12ab56_cam1_0000.jpg")]
+    assert "RGBNT201 test NI folder not found" in lines[str(tree / "RGBNT201" / "test" / "NI")]
+    assert all("empty file" in lines[str(p)] for p in bad)
+    assert "python -m mambapro.data.validate RGBNT201" in msg
+    summary = validate_dataset("RGBNT201", tree, raise_errors=False)
+    assert summary.layout_problems == 4 and len(summary.problems) == 10
+
+
+def test_unpaired_files_are_still_checked(tree):
+    rgb, ni = files(tree, "RGB"), files(tree, "NI")
+    ni[0].unlink()
+    rgb[0].write_bytes(b"")  # its partner is missing: still named as bad
+    summary = validate_dataset("RGBNT201", tree, raise_errors=False)
+    assert (str(rgb[0]), summary.problems[-1][1]) in summary.problems and "empty file" in summary.problems[-1][1]
+
+
+def test_many_layout_problems_are_capped_with_a_count(tree):
+    for p in files(tree, "TI")[:30]:
+        p.unlink()
+    with pytest.raises(DataError) as err:
+        validate_dataset("RGBNT201", tree, max_listed=5)
+    msg = str(err.value)
+    assert "30 layout problem(s)" in msg and "... and 25 more (layout)" in msg
+    assert msg.count("modality file missing") == 5
+
+
+def test_vehicle_layouts_report_every_problem(tmp_path):
+    rgbnt100_tree(tmp_path)
+    base = tmp_path / "RGBNT100" / "rgbir"
+    shutil.rmtree(base / "query")
+    (base / "bounding_box_train" / "0601_c1_x.jpg").write_bytes(jpeg((768, 128)))
+    for f in (base / "bounding_box_test").glob("0002_*"):  # the query of id 2 is gone, so no orphan: check both
+        f.unlink()
+    with pytest.raises(DataError) as err:
+        validate_dataset("RGBNT100", tmp_path)
+    msg = str(err.value)
+    assert "RGBNT100 query split not found" in msg and "pid 601 outside 1..600" in msg
+    assert "2 layout problem(s)" in msg
+    rgbnt100_tree(tmp_path / "b")
+    for f in (tmp_path / "b" / "RGBNT100" / "rgbir" / "bounding_box_test").glob("0002_*"):
+        f.unlink()
+    with pytest.raises(DataError, match=r"1 query id\(s\) have no image in this gallery: \[2\]"):
+        validate_dataset("RGBNT100", tmp_path / "b")
+    with pytest.raises(DataError, match="MSVR310 dataset folder not found"):
+        validate_dataset("MSVR310", tmp_path)
+
+
+def test_msvr310_layout_problems(tmp_path):
+    from mambapro.data.synthetic import generate
+
+    generate(tmp_path, seed=0, size="tiny")
+    assert validate_dataset("MSVR310", tmp_path).ok
+    split = tmp_path / "msvr310" / "bounding_box_train"
+    vdir = sorted(split.iterdir())[0]
+    (split / "readme.txt").write_text("x")
+    th = sorted((vdir / "th").iterdir())[0]
+    th.unlink()
+    other = sorted(split.iterdir())[1]
+    vis = sorted((other / "vis").iterdir())[0]
+    vis.write_bytes(jpeg((64, 32)))  # a different size than its ni / th partners
+    with pytest.raises(DataError) as err:
+        validate_dataset("MSVR310", tmp_path)
+    msg = str(err.value)
+    assert "2 layout problem(s) and 1 bad file(s)" in msg
+    assert f"{split / 'readme.txt'}: unexpected file" in msg and f"{th}: modality file missing" in msg
+    assert f"{vis}: wrong size 64x32" in msg
+
+
+def test_orientation_against_the_documented_input(tree):
+    """RGBNT201's input is 256x128 (H x W, portrait): a few landscape files are a note, all of them an error."""
+    rgb, ni, ti = files(tree, "RGB"), files(tree, "NI"), files(tree, "TI")
+    for group in (rgb, ni, ti):
+        group[0].write_bytes(jpeg((32, 16)))
+    summary = validate_dataset("RGBNT201", tree)
+    assert summary.ok and "3 of 120 file(s) are not portrait (H > W) like RGBNT201's documented input 256x128" \
+        in summary.report()
+    for p in (tree / "RGBNT201").rglob("*.jpg"):
+        p.write_bytes(jpeg((32, 16)))
+    with pytest.raises(DataError, match="every file has the other orientation: 120 of 120 file"):
+        validate_dataset("RGBNT201", tree)
 
 
 def test_an_already_read_dataset_and_the_cli(tree, capsys):

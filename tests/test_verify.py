@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -43,8 +44,21 @@ def _edit(root: Path, preset: str, seed: int, namespace: str = "default", **last
     _write(root, preset, seed, run, namespace)
 
 
+def _rerun(root: Path, preset: str, seed: int, namespace: str = "default", after: int = 3600) -> Path:
+    """A rerun's trace: a checkpoint in ``runs/<namespace>/<preset>/seed<k>/`` dated ``after`` seconds after HEAD's
+    commit (negative: before it)."""
+    ckpt = root / "runs" / namespace / preset / f"seed{seed}" / "last.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"weights")
+    when = int(subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%ct"], capture_output=True,
+                              text=True, check=True).stdout) + after
+    os.utime(ckpt, (when, when))
+    return ckpt
+
+
 @pytest.fixture
 def repo(tmp_path):
+    """Committed runs, each rerun since (a checkpoint newer than the commit) with the same metrics.json."""
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     for preset, seeds in RUNS.items():
         for seed, (mAP, R1) in seeds.items():
@@ -53,6 +67,10 @@ def repo(tmp_path):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "commit", "-qm", "runs")
+    for preset, seeds in RUNS.items():
+        for seed in seeds:
+            _rerun(tmp_path, preset, seed)
+    _rerun(tmp_path, "F", 0, "default/vehicle")
     return tmp_path
 
 
@@ -137,6 +155,55 @@ def test_vehicle_stage_and_default_selection(repo, capsys):
     assert "mAP +1.00 n/a (one seed) !" in _line(out, "F seed0")
     rc, out, _ = _verify(repo, capsys)
     assert "B seed0" not in out and "6 run(s) compared" in out
+
+
+def test_a_run_that_was_not_rerun_is_reported_and_fails(repo, capsys):
+    """The committed metrics.json compared with itself is no reproduction (the old code printed "1 bit-identical"
+    and exited 0)."""
+    (repo / "runs" / "default" / "A" / "seed1" / "last.pt").unlink()
+    rc, out, _ = _verify(repo, capsys, "--exact", "train@A-1")
+    assert rc == 1
+    assert "not rerun (1)" in out and "results/default/runs/A/seed1/metrics.json  (train@A-1)" in out
+    assert "0 run(s) compared (--exact): none; 1 not rerun" in out and "NOT RERUN: 1 run(s)" in out
+    assert "bit-identical" not in out.replace("not bit-identical", "")
+    rc, out, _ = _verify(repo, capsys)  # the default selection counts it too
+    assert rc == 1 and "5 run(s) compared: 5 bit-identical; 1 not rerun" in out
+    _rerun(repo, "A", 1, after=-3600)  # a checkpoint older than the commit: the committed run's own
+    assert "not rerun (1)" in _verify(repo, capsys, "train@A-1")[1]
+    _rerun(repo, "A", 1)
+    assert _verify(repo, capsys, "--exact", "train@A-1")[0] == 0
+
+
+def test_a_vehicle_run_not_rerun_names_its_stage(repo, capsys):
+    (repo / "runs" / "default" / "vehicle" / "F" / "seed0" / "last.pt").unlink()
+    rc, out, _ = _verify(repo, capsys, "train_vehicle@default-vehicle-F-0")
+    assert rc == 1 and "(train_vehicle@default-vehicle-F-0)" in out
+
+
+def test_a_new_train_notebook_is_a_rerun(repo, capsys):
+    """Without checkpoints (a fresh clone), a train.ipynb that differs from the committed one shows the rerun."""
+    notebook = _path(repo, "A", 1).with_name("train.ipynb")
+    notebook.write_text('{"metadata": {"papermill": {"start_time": "1"}}}')
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "notebook")
+    for ckpt in (repo / "runs").rglob("*.pt"):
+        ckpt.unlink()
+    assert "not rerun (1)" in _verify(repo, capsys, "train@A-1")[1]
+    notebook.write_text('{"metadata": {"papermill": {"start_time": "2"}}}')
+    rc, out, _ = _verify(repo, capsys, "--exact", "train@A-1")
+    assert rc == 0 and "1 run(s) compared (--exact): 1 bit-identical" in out
+    notebook = _path(repo, "A", 0).with_name("train.ipynb")  # a notebook git does not have: written since
+    notebook.write_text("{}")
+    assert _verify(repo, capsys, "train@A-0")[0] == 0
+
+
+def test_a_missing_metrics_file_is_an_error_not_a_skip(repo, capsys):
+    """With no arguments the old code compared the other runs and exited 0."""
+    _path(repo, "A", 1).unlink()
+    rc, out, err = _verify(repo, capsys)
+    assert rc == 2 and "run(s) compared" not in out
+    assert "1 committed run(s) have no metrics.json in the working tree: results/default/runs/A/seed1" in err
+    assert "git checkout HEAD -- <path>" in err
 
 
 def test_missing_and_invalid_files_are_named(repo, capsys):

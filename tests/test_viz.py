@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from matplotlib.colors import to_rgba
 from torch import nn
 
-from mambapro import viz
+from mambapro import probe, viz
 from mambapro.config import MODALITIES, TABLES
 
 
@@ -113,7 +113,7 @@ def test_gradcam_maps_on_grid_and_bright_at_planted_token(grid, spots, frozen):
         model.requires_grad_(False)
     model.train()
     images = _planted_images(grid, model.patch, spots)
-    maps = viz.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long))
+    maps = probe.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long))
     assert model.training  # mode restored
     assert all(p.grad is None for p in model.parameters())
     for m in MODALITIES:
@@ -130,7 +130,7 @@ def test_gradcam_own_feature_cosine_target_is_degenerate():
     F.cosine_similarity(f, f.detach(), dim=-1).backward()
     assert f.grad.abs().max() < 1e-6
     f.grad = None
-    viz.FeatureSimilarityTarget(f.detach(), "projection")(f).backward()
+    probe.FeatureSimilarityTarget(f.detach(), "projection")(f).backward()
     assert torch.allclose(f.grad, f.detach() / f.detach().norm())
 
 
@@ -140,25 +140,25 @@ def test_gradcam_with_reference_features():
     images = _planted_images(grid, model.patch, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)})
     with torch.no_grad():
         refs = model(images).feature + 0.5  # another feature: cosine target has a gradient
-    maps = viz.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long), references=refs)
+    maps = probe.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long), references=refs)
     assert maps["NI"].shape == (2, 4, 2) and maps["NI"].max() > 0
     with pytest.raises(ValueError, match="references"):
-        viz.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long), references=refs[:, :3])
+        probe.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long), references=refs[:, :3])
 
 
 def test_tokens_to_grid_is_row_major():
     t = torch.arange(2 * 8 * 3, dtype=torch.float32).reshape(2, 8, 3)
-    g = viz.tokens_to_grid(t, (2, 4))
+    g = probe.tokens_to_grid(t, (2, 4))
     assert g.shape == (2, 3, 2, 4) and g[1, 2, 1, 3] == t[1, 7, 2] and g[0, 0, 1, 0] == t[0, 4, 0]
     with pytest.raises(ValueError, match="N = 4·2"):
-        viz.tokens_to_grid(t[:, :7], (4, 2))
+        probe.tokens_to_grid(t[:, :7], (4, 2))
 
 
 def test_gradcam_figure(tmp_path, figures):
     grid = (4, 2)
     model = FakeModel(grid, patch=8)
     images = _planted_images(grid, 8, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)})
-    maps = viz.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long))
+    maps = probe.gradcam_maps(model, images, torch.zeros(2, dtype=torch.long))
     paths = viz.gradcam_figure(images, maps, tmp_path / "fig10_gradcam", row_labels=["ID 1", "ID 2"])
     _check_files(paths, tmp_path / "fig10_gradcam")
     axes = figures[-1].axes
@@ -192,13 +192,13 @@ class OffsetModel(FakeModel):
 
 
 def test_is_constant_map():
-    assert viz.is_constant_map(np.zeros((4, 2))) and viz.is_constant_map(np.full((4, 2), 0.7))
-    assert viz.is_constant_map(0.7 + 1e-6 * np.random.default_rng(0).random((4, 2)))
+    assert probe.is_constant_map(np.zeros((4, 2))) and probe.is_constant_map(np.full((4, 2), 0.7))
+    assert probe.is_constant_map(0.7 + 1e-6 * np.random.default_rng(0).random((4, 2)))
     structured = np.zeros((4, 2))
     structured[1, 0] = 1.0
-    assert not viz.is_constant_map(structured) and not viz.is_constant_map(structured * 1e-6)
+    assert not probe.is_constant_map(structured) and not probe.is_constant_map(structured * 1e-6)
     maps = {"RGB": np.stack([structured, np.zeros((4, 2))]), "NI": np.stack([structured] * 2)}
-    assert viz.nonconstant_share(maps) == {"RGB": 0.5, "NI": 1.0}
+    assert probe.nonconstant_share(maps) == {"RGB": 0.5, "NI": 1.0}
 
 
 def test_centred_gradcam_shows_structure_under_shared_negative_offset():
@@ -206,10 +206,10 @@ def test_centred_gradcam_shows_structure_under_shared_negative_offset():
     model = OffsetModel(grid)
     images = _planted_images(grid, model.patch, spots)
     cams = torch.zeros(2, dtype=torch.long)
-    classic = viz.gradcam_maps(model, images, cams, centred=False)  # the library's method: ReLU erases everything
-    assert viz.nonconstant_share(classic) == {m: 0.0 for m in MODALITIES}
-    maps = viz.gradcam_maps(model, images, cams)
-    assert viz.nonconstant_share(maps) == {m: 1.0 for m in MODALITIES}
+    classic = probe.gradcam_maps(model, images, cams, centred=False)  # the library's method: ReLU erases everything
+    assert probe.nonconstant_share(classic) == {m: 0.0 for m in MODALITIES}
+    maps = probe.gradcam_maps(model, images, cams)
+    assert probe.nonconstant_share(maps) == {m: 1.0 for m in MODALITIES}
     for m in MODALITIES:
         for b in range(2):
             assert np.unravel_index(maps[m][b].argmax(), grid) == spots[m], m
@@ -219,7 +219,7 @@ def test_centre_activations_is_classic_map_minus_its_mean():
     rng = np.random.default_rng(0)
     acts, w = rng.normal(size=(2, 5, 4, 2)), rng.normal(size=(2, 5))
     classic = np.einsum("bc,bchw->bhw", w, acts)
-    centred = np.einsum("bc,bchw->bhw", w, viz.centre_activations(torch.as_tensor(acts)))
+    centred = np.einsum("bc,bchw->bhw", w, probe.centre_activations(torch.as_tensor(acts)))
     assert np.allclose(centred, classic - classic.mean(axis=(1, 2), keepdims=True))
 
 
@@ -240,19 +240,19 @@ def test_gradcam_figure_labels_constant_maps(tmp_path, figures):
 
 def test_cross_modal_similarity_position_by_position():
     a = torch.randn(2, 5, 8)
-    sims = viz.cross_modal_similarity([a, a.clone(), -a])
+    sims = probe.cross_modal_similarity([a, a.clone(), -a])
     assert list(sims) == ["RGB–NIR", "RGB–TIR", "NIR–TIR"]
     assert sims["RGB–NIR"].shape == (10,)
     assert np.allclose(sims["RGB–NIR"], 1, atol=1e-5) and np.allclose(sims["RGB–TIR"], -1, atol=1e-5)
     # position by position, not pooled: permuting one modality's positions changes the similarities
     perm = torch.cat([a[:, 1:], a[:, :1]], dim=1)
-    assert not np.allclose(viz.cross_modal_similarity([a, perm, a])["RGB–NIR"], 1)
+    assert not np.allclose(probe.cross_modal_similarity([a, perm, a])["RGB–NIR"], 1)
 
 
 def test_alignment_similarities_before_is_pre_ma():
     model = FakeModel((4, 2), mix=0.9)  # the fake MA pulls the modalities together
     images = _planted_images((4, 2), 4, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=3)
-    sims = viz.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
+    sims = probe.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
     out = model(images)
     expected_before = F.cosine_similarity(out.tokens["RGB"][:, 1:], out.tokens["TI"][:, 1:], dim=-1).flatten()
     assert np.allclose(sims["RGB–TIR"]["before"], expected_before.detach().numpy(), atol=1e-6)
@@ -260,7 +260,7 @@ def test_alignment_similarities_before_is_pre_ma():
         assert sims[pair]["after"].mean() > sims[pair]["before"].mean()
     with pytest.raises(ValueError, match="no aggregator"):
         model.aggregator = None
-        viz.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
+        probe.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
 
 
 def test_alignment_figure_labels_match_data(tmp_path, figures):
@@ -436,11 +436,11 @@ def test_real_model_wrapper_reproduces_retrieval_feature():
     h, w = cfg.data.image_size
     images = {m: torch.randn(2, 3, h, w) for m in MODALITIES}
     cams = torch.zeros(2, dtype=torch.long)
-    wrapper = viz.PostMAFeature(model, cams)
+    wrapper = probe.PostMAFeature(model, cams)
     with torch.no_grad():
         assert torch.allclose(wrapper(torch.stack([images[m] for m in MODALITIES], 1)), model(images, cams).feature,
                               atol=1e-5)
-    maps = viz.gradcam_maps(model, images, cams)
+    maps = probe.gradcam_maps(model, images, cams)
     assert maps["TI"].shape == (2, *model.grid) and maps["TI"].max() > 0
 
 
@@ -465,28 +465,28 @@ def _offset_tokens(batch=3, n=6, dim=32, offset=20.0, seed=0):
 
 def test_shared_token_and_its_share():
     o, z, tokens = _offset_tokens()
-    assert torch.allclose(viz.shared_token(tokens).double(), o, atol=1e-5)
+    assert torch.allclose(probe.shared_token(tokens).double(), o, atol=1e-5)
     expected = (o ** 2).sum() / ((o ** 2).sum() + 2 * (z ** 2).sum(-1).mean())  # cross terms cancel
-    assert viz.shared_share(tokens) == pytest.approx(float(expected), rel=1e-6)
-    assert viz.shared_share({m: t - o for m, t in tokens.items()}) == pytest.approx(0, abs=1e-10)
+    assert probe.shared_share(tokens) == pytest.approx(float(expected), rel=1e-6)
+    assert probe.shared_share({m: t - o for m, t in tokens.items()}) == pytest.approx(0, abs=1e-10)
     pos = torch.linspace(-5, 5, z.shape[1], dtype=torch.float64)[:, None] * torch.ones(z.shape[2])
     shifted = {m: t + pos for m, t in tokens.items()}  # a per-position component on top
-    assert viz.shared_token(shifted, by_position=True).shape == (6, 32)
-    assert viz.shared_share(shifted, by_position=True) > viz.shared_share(shifted) + 0.05
+    assert probe.shared_token(shifted, by_position=True).shape == (6, 32)
+    assert probe.shared_share(shifted, by_position=True) > probe.shared_share(shifted) + 0.05
 
 
 def test_centred_similarity_removes_the_shared_offset():
     o, z, tokens = _offset_tokens()
-    raw = viz.cross_modal_similarity(tokens)
-    centred = viz.centred_cross_modal_similarity(tokens)
+    raw = probe.cross_modal_similarity(tokens)
+    centred = probe.centred_cross_modal_similarity(tokens)
     assert list(centred) == list(raw) and centred["RGB–NIR"].shape == (18,)
     assert all(raw[p].min() > 0.5 for p in raw)  # the paper's measure: all pairs look aligned
     assert np.allclose(centred["RGB–NIR"], 1, atol=1e-5)  # identical up to the offset: still identical
     assert np.allclose(centred["RGB–TIR"], -1, atol=1e-5) and np.allclose(centred["NIR–TIR"], -1, atol=1e-5)
     # a modality's own offset (a modality gap) is not removed by the global mean
     gap = {**tokens, "TI": tokens["TI"] + 100 * torch.eye(32, dtype=torch.float64)[10]}
-    assert viz.centred_cross_modal_similarity(gap)["RGB–TIR"].max() < -0.5
-    assert np.allclose(viz.centred_cross_modal_similarity(gap)["RGB–NIR"], 1, atol=1e-5)
+    assert probe.centred_cross_modal_similarity(gap)["RGB–TIR"].max() < -0.5
+    assert np.allclose(probe.centred_cross_modal_similarity(gap)["RGB–NIR"], 1, atol=1e-5)
 
 
 def test_alignment_shared_component_on_fake_model():
@@ -494,7 +494,7 @@ def test_alignment_shared_component_on_fake_model():
     with torch.no_grad():
         model.embed.bias.fill_(20.0)  # a large offset shared by every token
     images = _planted_images((4, 2), 4, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=3)
-    stats = viz.alignment_shared_component(model, images, torch.zeros(3, dtype=torch.long))
+    stats = probe.alignment_shared_component(model, images, torch.zeros(3, dtype=torch.long))
     assert stats["before_share_mean_token"] > 0.9 and stats["after_share_mean_token"] > 0.9
     assert stats["before_share_position_means"] >= stats["before_share_mean_token"]
     assert stats["before_cos_cls_mean"] == pytest.approx(1, abs=1e-5)  # the fake CLS is the patches' mean
@@ -507,11 +507,11 @@ def test_alignment_shared_component_on_fake_model():
 def test_alignment_similarities_has_centred_measure():
     model = FakeModel((4, 2), mix=0.5)
     images = _planted_images((4, 2), 4, {"RGB": (0, 0), "NI": (1, 1), "TI": (3, 1)}, batch=3)
-    sims = viz.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
+    sims = probe.alignment_similarities(model, images, torch.zeros(3, dtype=torch.long))
     out = model(images)
     before = {m: out.tokens[m][:, 1:].detach() for m in MODALITIES}
     assert set(sims["RGB–NIR"]) == {"before", "after", "before_centred", "after_centred"}
-    assert np.allclose(sims["RGB–NIR"]["before_centred"], viz.centred_cross_modal_similarity(before)["RGB–NIR"],
+    assert np.allclose(sims["RGB–NIR"]["before_centred"], probe.centred_cross_modal_similarity(before)["RGB–NIR"],
                        atol=1e-6)
 
 
@@ -549,6 +549,6 @@ def test_offset_candidates_on_real_model():
         model.backbone.tower.ln_post.bias.copy_(100 * torch.randn_like(model.backbone.tower.ln_post.bias))
     h, w = cfg.data.image_size
     images = {m: torch.randn(2, 3, h, w) for m in MODALITIES}
-    stats = viz.alignment_shared_component(model, images, torch.zeros(2, dtype=torch.long))
+    stats = probe.alignment_shared_component(model, images, torch.zeros(2, dtype=torch.long))
     assert stats["before_cos_ln_post_bias_proj"] > 0.99 and stats["before_share_mean_token"] > 0.95
     assert {"before_cos_pos_mean_head", "after_cos_before_mean_token"} <= set(stats)

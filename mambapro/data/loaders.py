@@ -92,17 +92,21 @@ class ReIDData:
         self.train_loader.batch_sampler.set_epoch(epoch)
 
 
-def build_data(cfg: Config, seed: int) -> ReIDData:
+def build_data(cfg: Config, seed: int, rank: int = 0, world: int = 1) -> ReIDData:
     """Loaders for ``cfg.data`` (dataset, root, image_size, batch_size, num_instances, test_batch_size, num_workers,
-    shared_augmentation, pad, erasing_prob, cache_images), deterministic for ``seed``."""
+    shared_augmentation, pad, erasing_prob, cache_images), deterministic for ``seed``.  Process ``rank`` of
+    ``world`` (torchrun) loads only its slice of every PK batch of ``data.batch_size`` samples
+    (:class:`~mambapro.data.sampler.PKBatchSampler`)."""
     d = cfg.data
     data = read_dataset(d.dataset, d.root)
     size = tuple(d.image_size)
     train_tf = MultiModalTransform(build_transform(size, True, d.pad, d.erasing_prob), shared=d.shared_augmentation)
     test_tf = MultiModalTransform(build_transform(size, False))
+    # persistent: the worker pools live across epochs (augmentation seeds come from the sampler, not the workers)
     workers = {"num_workers": d.num_workers, "pin_memory": torch.cuda.is_available(),
-               "persistent_workers": False}
-    sampler = PKBatchSampler([s.pid for s in data.train], d.batch_size, d.num_instances, seed=seed)
+               "persistent_workers": d.num_workers > 0}
+    sampler = PKBatchSampler([s.pid for s in data.train], d.batch_size, d.num_instances, seed=seed, rank=rank,
+                             world=world)
     train_loader = DataLoader(ReIDImageDataset(data.train, train_tf, d.cache_images), batch_sampler=sampler,
                               generator=torch.Generator().manual_seed(seed), **workers)
     samples, query_index, gallery_index = test_order(data)

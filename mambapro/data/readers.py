@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from mambapro.config import MODALITIES
+from mambapro.registry import DATASETS
 
 __all__ = [
     "DATASETS",
@@ -23,7 +24,9 @@ __all__ = [
     "DataError",
     "ReIDDataset",
     "Sample",
+    "is_vehicle",
     "load_images",
+    "object_kind",
     "read_dataset",
     "read_msvr310",
     "read_rgbnt100",
@@ -180,6 +183,8 @@ def _rgbnt201_name(name: str) -> tuple[int, int]:
     return int(first), int(fields[1][3]) - 1
 
 
+@DATASETS.register("RGBNT201", object="person", folder="RGBNT201", modalities=MODALITIES, image_size=(256, 128),
+                   protocol="camera")
 def read_rgbnt201(root: str | Path, verify: bool = False) -> ReIDDataset:
     """``ROOT/RGBNT201/{train_171,test}/{RGB,NI,TI}/*.jpg``; query = gallery = test (official RGBNT201.py:26-28).
     pid = int(first 6 chars of the first ``_`` field), camid = int(4th char of the second field) - 1."""
@@ -213,6 +218,8 @@ def _rgbnt100_name(name: str) -> tuple[int, int]:
     return pid, camid - 1
 
 
+@DATASETS.register("RGBNT100", object="vehicle", folder="RGBNT100", modalities=MODALITIES, image_size=(128, 256),
+                   protocol="camera")
 def read_rgbnt100(root: str | Path, verify: bool = False) -> ReIDDataset:
     """``ROOT/RGBNT100/rgbir/{bounding_box_train,query,bounding_box_test}/*.jpg``: one 768x128 file per sample
     holding RGB | NI | TI, cut with :data:`RGBNT100_BOXES`; names ``<pid>_c<camid>...`` with 1 <= pid <= 600,
@@ -239,6 +246,8 @@ def _msvr310_name(name: str) -> tuple[int, int, int]:
     return vid, sceneid, camid
 
 
+@DATASETS.register("MSVR310", object="vehicle", folder="msvr310", modalities=MODALITIES, image_size=(128, 256),
+                   protocol="scene")
 def read_msvr310(root: str | Path, verify: bool = False) -> ReIDDataset:
     """``ROOT/msvr310/{bounding_box_train,query3,bounding_box_test}/<vid>/{vis,ni,th}/<img>``; names
     ``VVVV_sSSS_vC_...``: vid = int(name[0:4]), sceneid = int(name[6:9]), camid = int(name[11]) in 0..7, not
@@ -262,19 +271,23 @@ def read_msvr310(root: str | Path, verify: bool = False) -> ReIDDataset:
     return _finish("MSVR310", root, splits, "scene", verify)
 
 
-DATASETS: dict[str, Callable[..., ReIDDataset]] = {
-    "RGBNT201": read_rgbnt201,
-    "RGBNT100": read_rgbnt100,
-    "MSVR310": read_msvr310,
-}
-
-
 def read_dataset(name: str, root: str | Path, verify: bool = False) -> ReIDDataset:
-    """The reader of ``name`` (one of :data:`DATASETS`) applied to ``root`` (the folder holding ``RGBNT201/``,
-    ``RGBNT100/`` or ``msvr310/``).  ``verify`` decodes every image once up front."""
+    """The reader registered as ``name`` in :data:`mambapro.registry.DATASETS` applied to ``root`` (the folder
+    holding each dataset's ``folder``: ``RGBNT201/``, ``RGBNT100/`` or ``msvr310/``).  ``verify`` decodes every
+    image once up front."""
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name](root, verify=verify)
+        raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (registered in {__name__})")
+    return DATASETS.get(name).obj(root, verify=verify)
+
+
+def object_kind(dataset: str) -> str:
+    """The ``object`` fact of ``dataset`` (a name in :data:`mambapro.registry.DATASETS`): "person" or "vehicle"."""
+    return DATASETS.fact(dataset, "object")
+
+
+def is_vehicle(dataset: str) -> bool:
+    """Whether ``dataset`` holds vehicles (RGBNT100, MSVR310) rather than persons (RGBNT201)."""
+    return object_kind(dataset) == "vehicle"
 
 
 # --------------------------------------------------------------------------------------------------------------

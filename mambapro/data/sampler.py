@@ -6,6 +6,11 @@ chunks of K (the remainder is dropped); then P ids are drawn at random among tho
 until fewer than P ids remain.  The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
 Each batch entry also carries a per-draw augmentation seed, so the random transforms are reproducible too,
 whatever the number of loader workers.
+
+Under ``torchrun`` (``rank``, ``world``) every process draws the same global batches with the same generator and
+yields only its contiguous slice of each (:func:`mambapro.distributed.shard_bounds`): the processes together decode
+each image of the batch once, with the augmentation seed the single-process run gives it, and the slices in rank
+order are the single-process batch.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from mambapro.distributed import shard_bounds
+
 __all__ = ["PKBatchSampler", "pk_batches"]
 
 
@@ -24,6 +31,9 @@ def pk_batches(pids: Sequence[int], batch_size: int, num_instances: int, rng: np
     if num_instances < 1 or batch_size % num_instances:
         raise ValueError(f"batch_size {batch_size} must be a positive multiple of num_instances {num_instances}")
     per_batch = batch_size // num_instances
+    if per_batch < 2:
+        raise ValueError(f"PK sampling needs P >= 2 identities per batch (batch {batch_size} / K {num_instances} = "
+                         f"{per_batch}): the triplet loss has no negative otherwise; raise data.batch_size")
     by_pid: dict[int, list[int]] = defaultdict(list)
     for i, pid in enumerate(pids):
         by_pid[int(pid)].append(i)
@@ -54,12 +64,17 @@ def pk_batches(pids: Sequence[int], batch_size: int, num_instances: int, rng: np
 
 class PKBatchSampler(Sampler[list]):
     """A batch sampler for ``DataLoader(batch_sampler=...)``.  Yields lists of ``(index, augmentation_seed)``
-    pairs (or plain indices with ``with_seeds=False``); call :meth:`set_epoch` before each epoch."""
+    pairs (or plain indices with ``with_seeds=False``); call :meth:`set_epoch` before each epoch.  ``rank`` /
+    ``world``: yield process ``rank``'s slice of every global batch (``batch_size`` is the global batch)."""
 
     def __init__(self, pids: Sequence[int], batch_size: int, num_instances: int, seed: int = 0,
-                 with_seeds: bool = True):
+                 with_seeds: bool = True, rank: int = 0, world: int = 1):
+        if world < 1 or not 0 <= rank < world or batch_size % world:
+            raise ValueError(f"process {rank} of {world} cannot take an equal share of a batch of {batch_size}: "
+                             "data.batch_size must be a multiple of the number of processes")
         self.pids = [int(p) for p in pids]
         self.batch_size, self.num_instances = batch_size, num_instances
+        self.rank, self.world = rank, world
         self.seed, self.epoch, self.with_seeds = int(seed), 0, with_seeds
         self._cache: tuple[int, list] | None = None
         self._epoch_batches()  # validates the arguments now
@@ -78,7 +93,8 @@ class PKBatchSampler(Sampler[list]):
         return self._cache[1]
 
     def __iter__(self) -> Iterator[list]:
-        yield from (list(b) for b in self._epoch_batches())
+        lo, hi = shard_bounds(self.batch_size, self.rank, self.world)
+        yield from (list(b[lo:hi]) for b in self._epoch_batches())
 
     def __len__(self) -> int:
         return len(self._epoch_batches())

@@ -13,7 +13,9 @@ the light), TIR carries a blurred heat layout (independent of both).  A few attr
 vehicle's type).  Identities are drawn without replacement from the joint attribute space, so the three modalities
 together tell every identity apart, while each single modality's attribute tuple is shared by several identities;
 ``summary.json`` reports the fraction of identities whose tuple is unique per modality.  Cameras (and MSVR310's
-scenes) vary illumination, glare, viewpoint, scale, occlusion and background.
+scenes) vary illumination, glare, viewpoint, scale, occlusion and background.  Each object kind has its module:
+``synthetic_person.py`` and ``synthetic_vehicle.py`` (attributes, cameras, rendering), drawn with the shapes and
+cameras of ``synthetic_scene.py``; this module draws the identities, writes the datasets and reads them back.
 
 Determinism: numpy ``Generator`` draws (integers and uniforms only), elementwise arithmetic and comparisons (no
 transcendental functions or float reductions, whose last bits may depend on the CPU's SIMD level), PIL's integer
@@ -38,9 +40,27 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from mambapro.data.readers import DataError
+from mambapro.data.synthetic_person import (
+    PERSON_CAMERAS,
+    PERSON_HW,
+    PERSON_VISIBLE,
+    PERSON_VOCAB,
+    person_caption,
+    render_person,
+)
+from mambapro.data.synthetic_scene import MODS, Camera
+from mambapro.data.synthetic_vehicle import (
+    MSVR_HW,
+    RGBNT100_HW,
+    VEHICLE_CAMERAS,
+    VEHICLE_VISIBLE,
+    VEHICLE_VOCAB,
+    render_vehicle,
+    vehicle_caption,
+)
 
 __all__ = [
     "PERSON_VISIBLE",
@@ -61,53 +81,11 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 JPEG_QUALITY = 90
-MODS = ("RGB", "NI", "TI")
+
 
 # --------------------------------------------------------------------------------------------------------------
-# Attributes: identity = one value per attribute; VISIBLE says which attributes each modality shows.
-
-PERSON_VOCAB: dict[str, tuple[str, ...]] = {
-    "top_colour": ("red", "green", "blue", "yellow", "white", "black"),
-    "bottom_colour": ("grey", "blue", "black", "brown"),
-    "bag": ("no", "yes"),
-    "top_pattern": ("plain", "horizontal stripes", "vertical stripes", "checks"),
-    "bottom_material": ("cotton", "synthetic"),
-    "heat_layout": ("t-shirt", "coat", "hood", "shorts", "vest", "chilled"),
-}
-PERSON_VISIBLE = {
-    "RGB": ("top_colour", "bottom_colour", "bag"),
-    "NI": ("top_pattern", "bottom_material", "bag"),
-    "TI": ("heat_layout", "bag"),
-}
-VEHICLE_VOCAB: dict[str, tuple[str, ...]] = {
-    "colour": ("white", "black", "red", "blue", "silver", "yellow"),
-    "type": ("sedan", "suv", "van"),
-    "decal": ("none", "stripe", "double stripe", "checks"),
-    "windows": ("clear", "tinted"),
-    "heat_layout": ("engine front", "engine rear", "hot tyres", "exhaust"),
-}
-VEHICLE_VISIBLE = {
-    "RGB": ("colour", "type"),
-    "NI": ("decal", "windows", "type"),
-    "TI": ("heat_layout", "type"),
-}
-
-COLOURS = {
-    "red": (200, 35, 35), "green": (40, 150, 60), "blue": (40, 70, 200), "yellow": (230, 200, 40),
-    "white": (232, 232, 228), "black": (28, 28, 30), "grey": (128, 128, 128), "brown": (120, 80, 40),
-    "silver": (172, 176, 182),
-}
-SKIN = ((230, 190, 160), (200, 150, 110), (150, 100, 70), (100, 70, 50))
-TROUSER_BLUE = (50, 60, 140)
-# TIR temperature (0-255 grey) of each person region under each heat layout: head, torso, arms, hands, legs
-PERSON_HEAT = {
-    "t-shirt": (230, 200, 215, 225, 150),
-    "coat": (230, 105, 115, 215, 150),
-    "hood": (125, 175, 165, 215, 150),
-    "shorts": (230, 150, 140, 210, 220),
-    "vest": (230, 215, 110, 200, 150),
-    "chilled": (190, 130, 125, 150, 125),
-}
+# Sizes (the attributes, cameras and drawing of each object kind: synthetic_person.py, synthetic_vehicle.py and
+# synthetic_scene.py)
 
 
 @dataclass(frozen=True)
@@ -139,309 +117,6 @@ SIZES = {
                            msvr_scenes_per_id=2, msvr_per_scene=2, pretrain_person_ids=10, pretrain_vehicle_ids=10,
                            pretrain_per_id=2),
 }
-
-# image sizes (H, W) per modality
-PERSON_HW = (128, 64)
-RGBNT100_HW = (128, 256)  # fixed by the official crop boxes: three 256x128 crops side by side
-MSVR_HW = (64, 128)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Cameras: per-camera illumination, glare, viewpoints, scale, occlusion and background
-
-
-@dataclass(frozen=True)
-class Camera:
-    light: float  # RGB gain (1 = daylight, 0.2 = night)
-    glare: float  # probability of a saturating glare spot in RGB
-    views: tuple[float, ...]  # probabilities of the views (persons: front/back/side; vehicles: left/right/f-l/f-r)
-    scale: tuple[float, float]  # object size range (fraction of the image)
-    occlusion: float  # probability of an occluder in front of the object
-    background: int  # seed of the background's colours and texture
-
-
-PERSON_CAMERAS = (
-    Camera(1.00, 0.05, (0.5, 0.3, 0.2), (0.82, 0.97), 0.10, 11),
-    Camera(0.60, 0.25, (0.2, 0.2, 0.6), (0.72, 0.92), 0.20, 12),
-    Camera(0.22, 0.40, (0.4, 0.4, 0.2), (0.76, 0.95), 0.10, 13),
-    Camera(0.85, 0.10, (0.2, 0.6, 0.2), (0.68, 0.90), 0.35, 14),
-)
-VEHICLE_CAMERAS = (
-    Camera(1.00, 0.05, (0.4, 0.4, 0.1, 0.1), (0.82, 0.97), 0.10, 21),
-    Camera(0.90, 0.15, (0.1, 0.1, 0.4, 0.4), (0.75, 0.95), 0.15, 22),
-    Camera(0.70, 0.10, (0.5, 0.2, 0.2, 0.1), (0.70, 0.90), 0.30, 23),
-    Camera(0.50, 0.30, (0.2, 0.5, 0.1, 0.2), (0.80, 0.97), 0.10, 24),
-    Camera(0.35, 0.35, (0.3, 0.3, 0.2, 0.2), (0.72, 0.92), 0.20, 25),
-    Camera(0.20, 0.45, (0.25, 0.25, 0.25, 0.25), (0.78, 0.96), 0.10, 26),
-    Camera(0.80, 0.20, (0.1, 0.4, 0.1, 0.4), (0.70, 0.93), 0.25, 27),
-    Camera(0.15, 0.50, (0.4, 0.1, 0.4, 0.1), (0.76, 0.95), 0.15, 28),
-)
-PERSON_VIEWS = ("front", "back", "side")
-VEHICLE_VIEWS = ("left", "right", "front-left", "front-right")
-
-
-def _background(seed: int, cam: Camera, hw: tuple[int, int], rng: np.random.Generator, light: float):
-    """Per-camera background in the three modalities (colours from the camera's seed, small per-image jitter)."""
-    h, w = hw
-    b = np.random.default_rng([seed, 7, cam.background])
-    top, ground = b.integers(40, 220, 3), b.integers(40, 200, 3)
-    horizon = int(h * (0.35 + 0.3 * b.random()))
-    period = int(b.integers(6, 20))
-    ys = np.arange(h)[:, None]
-    xs = np.arange(w)[None, :]
-    upper = ys < horizon + int(rng.integers(-3, 4))
-    bands = ((xs + int(rng.integers(0, period))) // period) % 2 == 1
-    rgb = np.where(upper[..., None], top[None, None, :], ground[None, None, :]).astype(np.float32)
-    rgb = rgb * np.where((upper & bands)[..., None], np.float32(0.8), np.float32(1.0))
-    rgb = np.broadcast_to(rgb, (h, w, 3)) * np.float32(light)
-    nir_top, nir_ground = int(b.integers(60, 160)), int(b.integers(50, 140))
-    nir = np.where(upper, np.float32(nir_top), np.float32(nir_ground)) * np.where(upper & bands, 0.85, 1.0)
-    ambient = int(b.integers(35, 90))
-    tir = np.where(upper, np.float32(ambient), np.float32(ambient + 15))
-    nir = np.broadcast_to(nir, (h, w)).astype(np.float32)
-    tir = np.broadcast_to(tir, (h, w)).astype(np.float32)
-    return rgb, nir, tir, ambient
-
-
-def _pick(rng: np.random.Generator, probs) -> int:
-    return int(np.searchsorted(np.cumsum(probs), rng.random() * sum(probs), side="right"))
-
-
-def _rect(u, v, u0, u1, v0, v1):
-    return (u >= u0) & (u < u1) & (v >= v0) & (v < v1)
-
-
-def _ellipse(x, y, cx, cy, rx, ry):
-    dx, dy = (x - cx) / rx, (y - cy) / ry
-    return dx * dx + dy * dy <= 1.0
-
-
-def _finish(rgb, nir, tir, rng: np.random.Generator, light: float, glare: bool, hw, blur: float,
-            modalities) -> dict[str, np.ndarray]:
-    """Glare and noise, TIR blur, quantisation to uint8 three-channel arrays."""
-    h, w = hw
-    out = {}
-    if "RGB" in modalities:
-        if glare:  # a saturating spot (lamp, sun, headlight), three concentric rings
-            ys, xs = np.arange(h)[:, None] + 0.5, np.arange(w)[None, :] + 0.5
-            cx, cy = w * rng.random(), h * (0.1 + 0.8 * rng.random())
-            r = min(h, w) * (0.15 + 0.25 * rng.random())
-            for k, add in ((1.5, 60.0), (1.0, 90.0), (0.5, 150.0)):
-                rgb = rgb + np.float32(add) * _ellipse(xs, ys, cx, cy, r * k, r * k)[..., None]
-        amp = int(4 + 40 * max(0.0, 1.0 - light))  # sensor noise grows in low light
-        rgb = rgb + rng.integers(-amp, amp + 1, rgb.shape).astype(np.float32)
-        out["RGB"] = np.clip(rgb, 0, 255).astype(np.uint8)
-    if "NI" in modalities:
-        nir = nir + rng.integers(-6, 7, nir.shape).astype(np.float32)
-        out["NI"] = np.repeat(np.clip(nir, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    if "TI" in modalities:
-        t = Image.fromarray(np.clip(tir, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur))
-        t = np.asarray(t).astype(np.int16) + rng.integers(-3, 4, (h, w)).astype(np.int16)
-        out["TI"] = np.repeat(np.clip(t, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-    return out
-
-
-def _occluder(rng, u, v, horizontal: bool):
-    """An occluder (barrier, bonnet or pole) covering part of the object, in box coordinates."""
-    if horizontal:
-        v0 = 0.62 + 0.25 * rng.random()
-        return _rect(u, v, -1.0, 2.0, v0, 2.0)
-    u0 = rng.random() * 0.8
-    return _rect(u, v, u0, u0 + 0.12 + 0.1 * rng.random(), -1.0, 2.0)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Rendering
-
-
-def render_person(attrs: dict[str, str], cam: Camera, rng: np.random.Generator, seed: int = 0,
-                  hw: tuple[int, int] = PERSON_HW, modalities=MODS) -> dict[str, np.ndarray]:
-    """A person seen by ``cam``: uint8 [H, W, 3] arrays per modality (NI and TI grey in three channels)."""
-    h, w = hw
-    light = cam.light * (0.85 + 0.3 * rng.random())
-    rgb, nir, tir, ambient = _background(seed, cam, hw, rng, light)
-    view = PERSON_VIEWS[_pick(rng, cam.views)]
-    bh = h * (cam.scale[0] + (cam.scale[1] - cam.scale[0]) * rng.random())
-    bw = bh * (0.42 if view != "side" else 0.30)
-    x0 = (w - bw) * rng.random()
-    y0 = (h - bh) * (0.3 + 0.7 * rng.random())
-    ys, xs = np.arange(h, dtype=np.float32)[:, None] + 0.5, np.arange(w, dtype=np.float32)[None, :] + 0.5
-    u, v = (xs - x0) / bw, (ys - y0) / bh
-    mirror = rng.random() < 0.5
-    if mirror:
-        u = 1.0 - u
-    stride = 0.07 * rng.random()
-    if view == "side":
-        torso = _rect(u, v, 0.28, 0.72, 0.17, 0.53)
-        arms = _rect(u, v, 0.40, 0.60, 0.18, 0.50)
-        hands = _rect(u, v, 0.40, 0.60, 0.50, 0.55)
-        legs = _rect(u, v, 0.30 - stride, 0.55 - stride, 0.53, 0.95) | _rect(u, v, 0.45 + stride, 0.70 + stride,
-                                                                             0.53, 0.95)
-        shoes = _rect(u, v, 0.25 - stride, 0.60 - stride, 0.95, 1.0) | _rect(u, v, 0.40 + stride, 0.78 + stride,
-                                                                             0.95, 1.0)
-        bag = _rect(u, v, 0.62, 0.92, 0.38, 0.62)
-        head = _ellipse(u, v, 0.5, 0.085, 0.22, 0.08)
-    else:
-        torso = _rect(u, v, 0.22, 0.78, 0.17, 0.53)
-        arms = _rect(u, v, 0.06, 0.21, 0.18, 0.50) | _rect(u, v, 0.79, 0.94, 0.18, 0.50)
-        hands = _rect(u, v, 0.06, 0.21, 0.50, 0.55) | _rect(u, v, 0.79, 0.94, 0.50, 0.55)
-        legs = _rect(u, v, 0.25 - stride, 0.48 - stride, 0.53, 0.95) | _rect(u, v, 0.52 + stride, 0.75 + stride,
-                                                                             0.53, 0.95)
-        shoes = _rect(u, v, 0.24 - stride, 0.49 - stride, 0.95, 1.0) | _rect(u, v, 0.51 + stride, 0.76 + stride,
-                                                                             0.95, 1.0)
-        bag = _rect(u, v, 0.80, 1.02, 0.40, 0.62)
-        head = _ellipse(u, v, 0.5, 0.085, 0.17, 0.08)
-    upper = torso | arms
-    has_bag = attrs["bag"] == "yes"
-    occl = _occluder(rng, u, v, horizontal=rng.random() < 0.6) if rng.random() < cam.occlusion else None
-    hair = view == "back"
-
-    if "RGB" in modalities:
-        skin = np.array(SKIN[int(rng.integers(0, len(SKIN)))], np.float32)
-        cast = (0.9 + 0.2 * rng.random(3)).astype(np.float32) * np.float32(light)  # white balance x light
-        bottom = TROUSER_BLUE if attrs["bottom_colour"] == "blue" else COLOURS[attrs["bottom_colour"]]
-        for mask, colour in ((head, (40, 30, 25) if hair else skin), (upper, COLOURS[attrs["top_colour"]]),
-                             (hands, skin), (legs, bottom), (shoes, (35, 35, 38))):
-            rgb = np.where(mask[..., None], np.asarray(colour, np.float32) * cast, rgb)
-        if has_bag:
-            rgb = np.where(bag[..., None], np.asarray((95, 62, 30), np.float32) * cast, rgb)
-        if occl is not None:
-            rgb = np.where(occl[..., None], np.asarray(rng.integers(30, 120, 3), np.float32) * cast, rgb)
-    if "NI" in modalities:  # active NIR: reflectance only, the same for every paint colour and light
-        gain = np.float32(0.9 + 0.2 * rng.random())
-        period = max(2, int(round(0.055 * bh)))
-        yy = np.floor((ys - y0) / period).astype(np.int32) % 2
-        xx = np.floor((xs - x0) / period).astype(np.int32) % 2
-        pattern = {"plain": np.zeros((h, w), np.int32), "horizontal stripes": np.broadcast_to(yy, (h, w)),
-                   "vertical stripes": np.broadcast_to(xx, (h, w)), "checks": yy ^ xx}[attrs["top_pattern"]]
-        top = np.where(pattern == 1, np.float32(205), np.float32(95)) if attrs["top_pattern"] != "plain" else 130
-        nir = np.where(head, np.float32(95 if hair else 160), nir)
-        nir = np.where(upper, top, nir)
-        nir = np.where(hands, np.float32(160), nir)
-        nir = np.where(legs, np.float32(70 if attrs["bottom_material"] == "cotton" else 195), nir)
-        nir = np.where(shoes, np.float32(45), nir)
-        if has_bag:
-            nir = np.where(bag, np.float32(115), nir)
-        if occl is not None:
-            nir = np.where(occl, np.float32(100), nir)
-        nir = nir * gain
-    if "TI" in modalities:  # heat layout, independent of light and colour
-        t_head, t_torso, t_arms, t_hands, t_legs = PERSON_HEAT[attrs["heat_layout"]]
-        hair_cool = 25 if hair else 0
-        for mask, temp in ((head, t_head - hair_cool), (torso, t_torso), (arms, t_arms), (hands, t_hands),
-                           (legs, t_legs), (shoes, 95)):
-            tir = np.where(mask, np.float32(temp), tir)
-        if has_bag:
-            tir = np.where(bag, np.float32(ambient + 25), tir)
-        if occl is not None:
-            tir = np.where(occl, np.float32(ambient + 10), tir)
-    glare = rng.random() < cam.glare
-    return _finish(rgb, nir, tir, rng, light, glare, hw, max(1.0, 0.03 * h), modalities)
-
-
-VEHICLE_HEAT = {  # body, hot zone value; zones in side-view box coordinates (front at u = 1)
-    "engine front": (115, 230),
-    "engine rear": (115, 230),
-    "hot tyres": (105, 235),
-    "exhaust": (120, 250),
-}
-_CABINS = {"sedan": (0.24, 0.72, 0.10), "suv": (0.16, 0.84, 0.04), "van": (0.04, 0.92, 0.0)}
-
-
-def render_vehicle(attrs: dict[str, str], cam: Camera, rng: np.random.Generator, seed: int = 0,
-                   hw: tuple[int, int] = RGBNT100_HW, modalities=MODS, light: float | None = None,
-                   glare_prob: float | None = None) -> dict[str, np.ndarray]:
-    """A vehicle seen by ``cam`` (``light`` / ``glare_prob`` override the camera's, e.g. by MSVR310's scene)."""
-    h, w = hw
-    base_light = cam.light if light is None else light
-    light = base_light * (0.85 + 0.3 * rng.random())
-    rgb, nir, tir, ambient = _background(seed, cam, hw, rng, light)
-    view = VEHICLE_VIEWS[_pick(rng, cam.views)]
-    bw = w * (cam.scale[0] + (cam.scale[1] - cam.scale[0]) * rng.random())
-    bh = min(h * 0.95, bw * 0.45)
-    x0 = (w - bw) * rng.random()
-    y0 = (h - bh) * (0.4 + 0.6 * rng.random())
-    ys, xs = np.arange(h, dtype=np.float32)[:, None] + 0.5, np.arange(w, dtype=np.float32)[None, :] + 0.5
-    u, v = (xs - x0) / bw, (ys - y0) / bh
-    mirrored = view in ("left", "front-left")
-    if mirrored:
-        u = 1.0 - u  # front faces left
-    u_full = u
-    three_quarter = view.startswith("front")
-    face = _rect(u, v, 0.76, 1.0, 0.12, 0.85) if three_quarter else np.zeros((h, w), bool)
-    if three_quarter:  # compressed side plus the front face
-        u = u / 0.76
-    cab_u0, cab_u1, cab_v0 = _CABINS[attrs["type"]]
-    body = _rect(u, v, 0.0, 1.0, 0.36, 0.82)
-    cabin = _rect(u, v, cab_u0, cab_u1, cab_v0, 0.36)
-    windows = _rect(u, v, cab_u0 + 0.04, cab_u1 - 0.04, cab_v0 + 0.05, 0.34)
-    if attrs["type"] == "van":
-        windows = _rect(u, v, 0.72, 0.88, 0.06, 0.34)
-    radius = 0.17 * bh
-    span = bw * (0.76 if three_quarter else 1.0)
-    wheels = np.zeros((h, w), bool)
-    for wu in (0.2, 0.8):
-        cx = x0 + (bw - wu * span if mirrored else wu * span)
-        wheels |= _ellipse(xs, ys, cx, y0 + 0.82 * bh, radius, radius)
-    decal = attrs["decal"]
-    period = max(2, int(round(0.08 * bh)))
-    yy = np.floor((ys - y0) / period).astype(np.int32) % 2
-    xx = np.floor((xs - x0) / period).astype(np.int32) % 2
-    decal_mask = {"none": np.zeros((h, w), bool), "stripe": _rect(u, v, 0.06, 0.94, 0.50, 0.62),
-                  "double stripe": _rect(u, v, 0.06, 0.94, 0.44, 0.50) | _rect(u, v, 0.06, 0.94, 0.60, 0.66),
-                  "checks": _rect(u, v, 0.06, 0.94, 0.44, 0.68) & ((yy ^ xx) == 1)}[decal]
-    lights_front = _rect(u, v, 0.95, 1.0, 0.42, 0.54)
-    lights_rear = _rect(u, v, 0.0, 0.04, 0.42, 0.54)
-    body, cabin, windows = body & ~face, cabin & ~face, windows & ~face
-    decal_mask, lights_front, lights_rear = decal_mask & ~face, lights_front & ~face, lights_rear & ~face
-    occl = _occluder(rng, u, v, horizontal=rng.random() < 0.4) if rng.random() < cam.occlusion else None
-    windscreen = face & _rect(u_full, v, 0.78, 0.98, cab_v0 + 0.05, 0.4)
-    headlights = face & _rect(u_full, v, 0.78, 0.98, 0.5, 0.6) & ~_rect(u_full, v, 0.82, 0.94, 0.5, 0.6)
-    shell = body | cabin | face
-
-    if "RGB" in modalities:
-        cast = (0.9 + 0.2 * rng.random(3)).astype(np.float32) * np.float32(light)
-        paint = np.asarray(COLOURS[attrs["colour"]], np.float32) * cast
-        rgb = np.where(shell[..., None], paint, rgb)
-        for mask, colour in ((windows | windscreen, (55, 62, 75)), (wheels, (25, 25, 25)),
-                             (lights_rear, (200, 30, 30))):
-            rgb = np.where(mask[..., None], np.asarray(colour, np.float32) * cast, rgb)
-        on = np.float32(1.0 if light < 0.45 else 0.0)  # headlights on at night: bright whatever the light
-        lamp = np.asarray((235, 235, 205), np.float32) * (cast * (1 - on) + on)
-        rgb = np.where((lights_front | headlights)[..., None], lamp, rgb)
-        if occl is not None:
-            rgb = np.where(occl[..., None], np.asarray(rng.integers(30, 120, 3), np.float32) * cast, rgb)
-    if "NI" in modalities:
-        gain = np.float32(0.9 + 0.2 * rng.random())
-        nir = np.where(shell, np.float32(140), nir)
-        nir = np.where(decal_mask, np.float32(235), nir)
-        nir = np.where(windows | windscreen, np.float32(45 if attrs["windows"] == "tinted" else 175), nir)
-        nir = np.where(wheels, np.float32(40), nir)
-        nir = np.where(lights_front | lights_rear | headlights, np.float32(200), nir)
-        if occl is not None:
-            nir = np.where(occl, np.float32(100), nir)
-        nir = nir * gain
-    if "TI" in modalities:
-        body_t, hot = VEHICLE_HEAT[attrs["heat_layout"]]
-        tir = np.where(shell, np.float32(body_t), tir)
-        tir = np.where(windows | windscreen, np.float32(ambient + 20), tir)
-        tir = np.where(wheels, np.float32(150), tir)
-        layout = attrs["heat_layout"]
-        if layout == "engine front":
-            zone = (_rect(u, v, 0.74, 1.0, 0.36, 0.80) & body) | (face & (v >= 0.4))
-        elif layout == "engine rear":
-            zone = _rect(u, v, 0.0, 0.26, 0.36, 0.80) & body
-        elif layout == "hot tyres":
-            zone = wheels
-        else:
-            zone = _rect(u, v, 0.0, 0.08, 0.72, 0.86)
-            tir = np.where(_rect(u, v, 0.74, 1.0, 0.36, 0.80) & body, np.float32(170), tir)
-        tir = np.where(zone, np.float32(hot), tir)
-        if occl is not None:
-            tir = np.where(occl, np.float32(ambient + 10), tir)
-    glare = rng.random() < (cam.glare if glare_prob is None else glare_prob)
-    return _finish(rgb, nir, tir, rng, light, glare, hw, max(1.0, 0.03 * h), modalities)
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Identities
@@ -641,15 +316,6 @@ MSVR_FOLDERS = {"train": "bounding_box_train", "query": "query3", "gallery": "bo
 CAPTION_COLUMNS = ("file", "caption", "domain", "colour", "lower_colour", "shape", "bag", "view")
 
 
-def _person_caption(a: dict[str, str]) -> str:
-    bag = " carrying a bag" if a["bag"] == "yes" else ""
-    return f"a person in a {a['top_colour']} top and {a['bottom_colour']} trousers{bag}"
-
-
-def _vehicle_caption(a: dict[str, str], view: str) -> str:
-    return f"a {a['colour']} {'SUV' if a['type'] == 'suv' else a['type']} seen from the {view}"
-
-
 def _make_pretrain(out: Path, seed: int, sz: SyntheticSizes, taken_p: set, taken_v: set) -> dict:
     """RGB images of identities disjoint from the ReID sets, with coarse attribute captions (no identity)."""
     rng = np.random.default_rng([seed, 999])
@@ -667,7 +333,7 @@ def _make_pretrain(out: Path, seed: int, sz: SyntheticSizes, taken_p: set, taken
                 if domain == "person":
                     cam = PERSON_CAMERAS[int(r.integers(0, len(PERSON_CAMERAS)))]
                     img = render_person(attrs, cam, r, seed, modalities=("RGB",))["RGB"]
-                    row = {"caption": _person_caption(attrs), "colour": attrs["top_colour"],
+                    row = {"caption": person_caption(attrs), "colour": attrs["top_colour"],
                            "lower_colour": attrs["bottom_colour"], "shape": "person", "bag": attrs["bag"],
                            "view": "n/a"}
                 else:
@@ -676,7 +342,7 @@ def _make_pretrain(out: Path, seed: int, sz: SyntheticSizes, taken_p: set, taken
                     base = VEHICLE_CAMERAS[int(r.integers(0, len(VEHICLE_CAMERAS)))]
                     cam = Camera(base.light, base.glare, probs, base.scale, base.occlusion, base.background)
                     img = render_vehicle(attrs, cam, r, seed, hw=MSVR_HW, modalities=("RGB",))["RGB"]
-                    row = {"caption": _vehicle_caption(attrs, view), "colour": attrs["colour"], "lower_colour": "n/a",
+                    row = {"caption": vehicle_caption(attrs, view), "colour": attrs["colour"], "lower_colour": "n/a",
                            "shape": attrs["type"], "bag": "n/a", "view": view}
                 name = f"{domain}_{serial:05d}.jpg"
                 _write(out / "pretrain" / split / name, _jpeg(img))
