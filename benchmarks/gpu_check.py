@@ -257,7 +257,7 @@ def count_step_flops(cfg, device: torch.device, n: int) -> dict:
 def part_flops(device: torch.device, sizes: dict) -> dict:
     from mambapro.complexity import count_flops
 
-    with warnings.catch_warnings():  # fvcore.nn's import: torch.jit.script is deprecated (toolchain notes)
+    with warnings.catch_warnings():  # fvcore.nn's import warns that torch.jit.script is deprecated
         warnings.simplefilter("ignore", FutureWarning)
         import fvcore.nn  # noqa: F401
 

@@ -35,24 +35,17 @@ import torch
 from open_clip.model import _build_vision_tower, resize_pos_embed
 from torch import nn
 
-from mambapro import checkpoints
+from mambapro import weights
 from mambapro.adapters import adapted_layer, build_adapters
 from mambapro.config import MODALITIES, Config, scale_layers
 from mambapro.prompts import build_prompts
+from mambapro.weights import TIMM_EQUIVALENTS, TINY_ARCH
 
 MODEL_CONFIG_DIR = Path(__file__).with_name("model_configs")
 open_clip.add_model_config(MODEL_CONFIG_DIR)
 
 PAPER_WIDTH = 768
 PAPER_LAYERS = 12
-TINY_ARCH = "mambapro-tiny"
-# Table 9's ImageNet ViT for each CLIP arch (official: ImageNet-21k ViT-B/16 ``jx_vit_base_p16_224-80ecf9dd.pth``,
-# which is timm's ``vit_base_patch16_224.orig_in21k_ft_in1k``).  The tiny CLIP maps to a timm ViT of its own size.
-TIMM_EQUIVALENTS = {
-    "ViT-B-16-quickgelu": ("vit_base_patch16_224", "orig_in21k_ft_in1k"),
-    "ViT-B-16": ("vit_base_patch16_224", "orig_in21k_ft_in1k"),
-    TINY_ARCH: (TINY_ARCH, None),
-}
 TIMM_KEY = "backbone.timm_pretrained"  # the config field naming the timm tower's weights (not backbone.pretrained)
 
 
@@ -98,7 +91,7 @@ def resolve_clip_checkpoint(arch: str, tag: str) -> str:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
         raise ValueError(f"backbone.pretrained = {tag!r} is neither a file nor an open_clip tag of {arch} "
                          f"(tags: {tags})")
-    cached = checkpoints.cached_clip_file(cfg)
+    cached = weights.cached_clip_file(cfg)
     if cached:
         return cached
     example = cfg.get("url") or f"https://huggingface.co/{cfg.get('hf_hub', '')}"
@@ -206,7 +199,7 @@ def build_timm_tower(arch: str, image_size: tuple[int, int], pretrained: str | N
         pcfg = None
     if pcfg is None:
         raise ValueError(f"{TIMM_KEY} = {pretrained!r} is neither a file nor a timm tag of {name}")
-    if pcfg.hf_hub_id and not checkpoints.cached_hf_file(pcfg.hf_hub_id):
+    if pcfg.hf_hub_id and not weights.cached_hf_file(pcfg.hf_hub_id):
         example = pcfg.url or f"https://huggingface.co/{pcfg.hf_hub_id}"
         if _offline():
             raise _unavailable(name, pretrained, "HF_HUB_OFFLINE is set", example, TIMM_KEY)

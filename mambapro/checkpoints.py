@@ -1,10 +1,7 @@
-"""Weights files and checkpoints: where the backbone's pretrained weights live on this machine, and the reading
-and writing of a run's ``last.pt`` / ``best.pt`` (official-implementation.md sec. 4: the official code saves the
-whole model every epoch; here a checkpoint keeps what training changes, see :func:`model_state`).
-
-Weights lookup: the configured file, or the locally cached download of an open_clip / timm tag (Hugging Face cache
-or open_clip's URL cache).  :mod:`mambapro.backbone` builds towers from these files; a checkpoint names its weights
-file by digest (:func:`weights_digest`) so that the frozen tower is rebuilt from it instead of being copied.
+"""Checkpoints: the reading and writing of a run's ``last.pt`` / ``best.pt`` (official-implementation.md sec. 4:
+the official code saves the whole model every epoch; here a checkpoint keeps what training changes, see
+:func:`model_state`).  A checkpoint names its backbone weights file by digest
+(:func:`mambapro.weights.weights_digest`) so that the frozen tower is rebuilt from it instead of being copied.
 
 Checkpoint I/O: loaded with ``torch.load(weights_only=True)`` (a file that would run code is refused, and the advice
 never suggests otherwise); every checkpoint carries the SHA-256 of its content (:func:`content_digest`), checked on
@@ -17,20 +14,18 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 
 from mambapro.config import Config, apply_overrides
-from mambapro.results import file_digest, save_torch
+from mambapro.results import save_torch
+from mambapro.weights import weights_digest
 
 log = logging.getLogger(__name__)
 
-HF_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 DIGEST_KEY = "content_digest"  # the checkpoint's own SHA-256 of everything else it holds
 
 
@@ -40,73 +35,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatch(CheckpointError):
     """A checkpoint written by another configuration, seed or backbone weights, or not fitting the model."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Weights files
-
-
-def cached_hf_file(repo_id: str, filenames=HF_FILES) -> str | None:
-    """The first of ``filenames`` of Hugging Face repository ``repo_id`` present in the local cache, or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for name in filenames:
-        path = try_to_load_from_cache(repo_id, name)
-        if isinstance(path, str) and os.path.isfile(path):
-            return path
-    return None
-
-
-def cached_clip_file(pretrained_cfg: dict) -> str | None:
-    """A locally cached file for an open_clip pretrained tag (Hugging Face cache or open_clip's URL cache)."""
-    if pretrained_cfg.get("file"):
-        return pretrained_cfg["file"]
-    repo = pretrained_cfg.get("hf_hub", "").rstrip("/")
-    if repo:
-        repo_id, _, filename = repo.rpartition("/") if repo.count("/") > 1 else (repo, "", "")
-        path = cached_hf_file(repo_id, (filename,) if filename else HF_FILES)
-        if path:
-            return path
-    url = pretrained_cfg.get("url", "")
-    if url:
-        path = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(urlparse(url).path)
-        if path.is_file():
-            return str(path)
-    return None
-
-
-def weights_file(cfg: Config) -> str | None:
-    """The local file the backbone's pretrained weights load from: the configured path, or the cached download of
-    an open_clip / timm tag (found as :mod:`mambapro.backbone` finds it); None for random weights or a tag whose
-    file is not found (a checkpoint then keeps the whole tower)."""
-    import open_clip
-    import timm
-
-    from mambapro.backbone import TIMM_EQUIVALENTS
-
-    b = cfg.backbone
-    tag = b.pretrained if b.kind == "clip" else b.timm_pretrained
-    if not tag or os.path.isfile(tag):
-        return tag or None
-    if b.kind == "clip":
-        tag_cfg = open_clip.get_pretrained_cfg(b.arch, tag)
-        return cached_clip_file(tag_cfg) if tag_cfg else None
-    name, default_tag = TIMM_EQUIVALENTS.get(b.arch, (b.arch, None))
-    if open_clip.get_pretrained_cfg(b.arch, tag):  # a CLIP tag stands for the ImageNet weights (build_timm_tower)
-        tag = default_tag
-    try:
-        hub = timm.models.get_pretrained_cfg(f"{name}.{tag}").hf_hub_id
-    except Exception:  # noqa: BLE001 - an unknown tag: build_model has said so already
-        return None
-    return cached_hf_file(hub) if hub else None
-
-
-def weights_digest(cfg: Config) -> str | None:
-    """SHA-256 (16 hex digits) of :func:`weights_file`, None for random weights.  A checkpoint records it: a run is
-    not resumed on top of weights that changed (the proxy CLIP re-trained upstream), and its frozen tower is rebuilt
-    from the file.  Hashed once per process and file version (path, size, mtime)."""
-    path = weights_file(cfg)
-    return None if path is None else file_digest(path)[:16]
 
 
 # ----------------------------------------------------------------------------------------------------------------

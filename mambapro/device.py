@@ -85,7 +85,8 @@ def nvidia_driver() -> str | None:
 
 def run_info(cfg: Config, device: torch.device) -> dict[str, Any]:
     """What ran a run (printed first and kept in ``metrics.json`` under ``run_info``): device, NVIDIA driver, torch
-    and its CUDA, the selective-scan backend, the AMP mode and the speed options."""
+    and its CUDA, the selective-scan backend, the AMP mode, the speed options and, on the CPU, the math libraries'
+    code path (:func:`mambapro.environment.cpu_math_report`: which MKL branch really ran)."""
     from mambapro.scan import resolve_backend
 
     t = cfg.train
@@ -93,6 +94,9 @@ def run_info(cfg: Config, device: torch.device) -> dict[str, Any]:
         if t.amp and device.type == "cuda" else "off (fp32)"
     scan = resolve_backend(cfg.aggregation.scan_backend, device) \
         if AGGREGATORS.fact(cfg.aggregation.kind, "scan") else None
+    from mambapro.environment import cpu_math_report
+
     return {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else
             None, "driver": nvidia_driver(), "torch": torch.__version__, "cuda": torch.version.cuda, "scan": scan,
-            "amp": amp, "deterministic": t.deterministic, "tf32": t.tf32, "compile": t.compile}
+            "amp": amp, "deterministic": t.deterministic, "tf32": t.tf32, "compile": t.compile,
+            "cpu_math": cpu_math_report()[0] if device.type == "cpu" else None}

@@ -47,7 +47,6 @@ from mambapro.checkpoints import (
     make_checkpoint,
     restore_model,
     save_checkpoint,
-    weights_digest,
 )
 from mambapro.config import MISSING_SETTINGS, Config, apply_overrides, resolve_config
 from mambapro.device import DeviceError, resolve_device, run_info
@@ -56,9 +55,9 @@ from mambapro.distributed import env_world as _env_world
 from mambapro.distributed import rank_world as _dist_info
 from mambapro.registry import AGGREGATORS
 from mambapro.results import INTERVAL_KEYS, METRIC_KEYS, write_text
+from mambapro.weights import weights_digest
 
 log = logging.getLogger(__name__)
-
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def tsne(profile: str, out: Path, seed: int) -> list[Path]:
         feats = extract_features(model, data.test_loader, torch.device("cpu"))
         panels.append((title, feats.numpy(), data.test_meta["pids"]))
     return viz.tsne_figure(panels, out / "fig5_tsne")
+
+
 def alignment(model, data, out: Path, seed: int) -> list[Path]:
     """Fig. 6: the paper's and the centred cross-modal cosine similarity of the same samples' tokens before and after
     MA, and what the component shared by every token is (``fig6_shared_component.json``)."""

@@ -232,6 +232,7 @@ PAPER_TABLES: dict[str, PaperTable] = {
                         TABLE12)
 }
 
+
 def paper_table(name: str) -> PaperTable:
     """Table ``name`` ("table1" ... "table12"); an unknown name lists the valid ones."""
     if name not in PAPER_TABLES:

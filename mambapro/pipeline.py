@@ -139,7 +139,7 @@ def train_run(profile: str, preset: str, seed: int, namespace: str | None = None
     with contextlib.chdir(root):
         result = train(cfg, results.run_dir(namespace, preset, seed), seed, progress=progress)
         out = {"preset": preset, "profile": profile, "config": cfg.to_dict(),
-               **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb")},
+               **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb", "run_info")},
                "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch"}
         results.write_json(results.metrics_path(results.results_dir(namespace), preset, seed), out)
     return out

@@ -79,8 +79,6 @@ def versus_f(preset: str, run: dict | None, reference: dict | None, which: str =
     return versus_reference(run, reference, which)
 
 
-
-
 def evaluation_noise(run: dict[str, Any]) -> float | None:
     """Mean over seeds of the half-width of the last evaluation's 95 % bootstrap interval of mAP (over queries,
     :func:`mambapro.metrics.bootstrap_interval`); None for runs written before the interval was recorded."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mambapro import checkpoints
+from mambapro import weights
 from mambapro.backbone import (
     TIMM_EQUIVALENTS,
     Backbone,
@@ -103,7 +103,7 @@ def test_torchscript_archive_like_openai_weights(model_tiny_clip, tmp_path):
 
 def test_missing_weights_fail_at_once_with_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoints, "cached_clip_file", lambda cfg: None)
+    monkeypatch.setattr(weights, "cached_clip_file", lambda cfg: None)
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match=r"backbone.pretrained: /path/to/ViT-B-16.pt"):
         resolve_clip_checkpoint("ViT-B-16-quickgelu", "openai")
@@ -168,7 +168,7 @@ def test_paper_timm_vit_and_its_weights(monkeypatch):
     tower = build_timm_tower("ViT-B-16-quickgelu", (256, 128), None)
     assert tower.pos_embed.shape == (1, 129, 768) and tower.embed_dim == 768
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoints, "cached_hf_file", lambda repo, filenames=(): None)
+    monkeypatch.setattr(weights, "cached_hf_file", lambda repo, filenames=(): None)
     start = time.perf_counter()
     with pytest.raises(WeightsUnavailable, match="jx_vit_base_p16_224-80ecf9dd.pth"):  # the official ImageNet ViT
         build_timm_tower("ViT-B-16-quickgelu", (256, 128), "openai")
@@ -178,7 +178,7 @@ def test_paper_timm_vit_and_its_weights(monkeypatch):
 def test_timm_weights_errors_name_backbone_timm_pretrained(monkeypatch):
     """The timm tower reads backbone.timm_pretrained: its errors must tell the user to set that field."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoints, "cached_hf_file", lambda repo, filenames=(): None)
+    monkeypatch.setattr(weights, "cached_hf_file", lambda repo, filenames=(): None)
     with pytest.raises(WeightsUnavailable) as err:
         build_timm_tower("ViT-B-16-quickgelu", (256, 128), "orig_in21k_ft_in1k")
     msg = str(err.value)

@@ -63,3 +63,13 @@ def test_the_gradcam_figure_follows_the_datasets_object_fact(monkeypatch, kind, 
     monkeypatch.setattr(figures, "rank_list", lambda *a: [])
     figures.core_figures("default-vehicle", results.results_dir("x"))
     assert drawn == [figure]
+
+
+def test_a_pipeline_run_records_what_ran_it(trained):
+    """metrics.json of a pipeline run carries run_info (issue 20): device, torch, scan, AMP and, on the CPU, the
+    branch MKL really ran (mambapro.environment)."""
+    import json
+
+    info = json.loads(results.metrics_path(results.results_dir("tiny", trained), "F", 0).read_text())["run_info"]
+    assert info["device"] == "cpu" and info["scan"] == "native" and info["amp"] == "off (fp32)"
+    assert info["cpu_math"].startswith("CPU math: ATen ")

@@ -119,6 +119,7 @@ def test_prompts_appended_and_removed_in_every_prompted_layer():
     backbone = _tiny_backbone(start_layer=6, adapter="pfa")
     assert backbone.num_layers == 4 and list(backbone.prompts.layers.keys()) == ["2", "3"]
     seen, carried_in = {}, []
+
     def record(name):
         def hook(module, inputs, output):
             seen[name] = inputs[0].shape[1]
