@@ -54,10 +54,10 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 from mambapro.checkpoints import CheckpointMismatch, load_checkpoint  # noqa: E402
-from mambapro.weights import weights_digest  # noqa: E402
 from mambapro.config import apply_overrides  # noqa: E402
 from mambapro.data.synthetic import generate  # noqa: E402
 from mambapro.engine import train  # noqa: E402
+from mambapro.weights import weights_digest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
