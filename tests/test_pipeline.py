@@ -145,21 +145,23 @@ def test_paper_profiles_need_only_their_dataset_and_weights(scratch):
 
 @pytest.mark.slow
 def test_a_paper_profile_with_an_empty_data_folder_keeps_data_dvc(scratch):
-    """Under `use rgbnt201` with an empty data/, `dvc repro train@F-0` first re-records data.dvc (DVC "verifies"
-    the changed data source: 5,393 files -> 0), then fails on the missing dataset.  .ci/repro checks the data
-    sources first (`.ci/stages.py sources`) and stops with the fix; data.dvc keeps its record (issue 19, item 5)."""
+    """Under `use rgbnt201` with an empty data/, a plain `dvc repro train@F-0` fails on the missing dataset and
+    data.dvc keeps its record.  It used to be re-recorded first (5,393 files -> 0: DVC "verifies" a changed data
+    source upstream of a stage before running anything, and the dataset stage depended on `data`); the dataset stage
+    now depends on the code and the weights only and runs at every repro (issue 19, item 5)."""
     env = {**os.environ, "PYTHONPATH": str(scratch)}
     subprocess.run([sys.executable, "-m", "mambapro.pipeline", "use", "rgbnt201"], cwd=scratch, check=True, env=env,
                    capture_output=True)
     (scratch / "data").mkdir(exist_ok=True)
+    (scratch / "weights").mkdir()
+    (scratch / "weights" / "ViT-B-16.pt").write_bytes(b"stand-in")
     recorded = (scratch / "data.dvc").read_bytes()
-    done = subprocess.run([sys.executable, str(scratch / ".ci" / "stages.py"), "sources", "train@F-0"], cwd=scratch,
-                          env=env, capture_output=True, text=True)
-    assert done.returncode == 1, done.stderr
-    nfiles = yaml.safe_load(recorded)["outs"][0]["nfiles"]
-    assert f"data.dvc: data holds 0 files, but data.dvc records {nfiles} files" in done.stderr
-    assert "`dvc add data`" in done.stderr
+    result = _dvc(scratch, "repro", "train@F-0", check=False)
+    assert result.returncode != 0 and "dataset@rgbnt201" in result.stdout + result.stderr
+    assert "data/RGBNT201" in result.stdout + result.stderr, (result.stdout + result.stderr)[-2000:]
     assert (scratch / "data.dvc").read_bytes() == recorded
+    assert "data.dvc" not in subprocess.run(["git", "status", "--porcelain"], cwd=scratch, capture_output=True,
+                                            text=True, check=True).stdout
 
 
 @pytest.mark.slow
