@@ -46,6 +46,34 @@ PERSON_CAMERAS = (
 PERSON_VIEWS = ("front", "back", "side")
 
 
+# Body parts per silhouette (index 0: side view, 1: front and back), in box coordinates (u from the left, v from the
+# top): each part a union of boxes (u0, u1, v0, v1); the legs' and shoes' two boxes move apart by the stride (the
+# first by -stride, the second by +stride); the head an ellipse (its arguments to ``ellipse``).
+BODY = (
+    {"torso": ((0.28, 0.72, 0.17, 0.53),), "arms": ((0.40, 0.60, 0.18, 0.50),), "hands": ((0.40, 0.60, 0.50, 0.55),),
+     "legs": ((0.30, 0.55, 0.53, 0.95), (0.45, 0.70, 0.53, 0.95)),
+     "shoes": ((0.25, 0.60, 0.95, 1.0), (0.40, 0.78, 0.95, 1.0)), "bag": ((0.62, 0.92, 0.38, 0.62),),
+     "head": (0.5, 0.085, 0.22, 0.08)},
+    {"torso": ((0.22, 0.78, 0.17, 0.53),), "arms": ((0.06, 0.21, 0.18, 0.50), (0.79, 0.94, 0.18, 0.50)),
+     "hands": ((0.06, 0.21, 0.50, 0.55), (0.79, 0.94, 0.50, 0.55)),
+     "legs": ((0.25, 0.48, 0.53, 0.95), (0.52, 0.75, 0.53, 0.95)),
+     "shoes": ((0.24, 0.49, 0.95, 1.0), (0.51, 0.76, 0.95, 1.0)), "bag": ((0.80, 1.02, 0.40, 0.62),),
+     "head": (0.5, 0.085, 0.17, 0.08)},
+)
+STRIDING = ("legs", "shoes")
+
+
+def _part(u: np.ndarray, v: np.ndarray, boxes, stride: float) -> np.ndarray:
+    """The union of ``boxes``; with a stride, the first box moved left by it and the second right."""
+    mask = None
+    for i, (u0, u1, v0, v1) in enumerate(boxes):
+        if stride:
+            u0, u1 = (u0 - stride, u1 - stride) if i == 0 else (u0 + stride, u1 + stride)
+        box = rect(u, v, u0, u1, v0, v1)
+        mask = box if mask is None else mask | box
+    return mask
+
+
 def render_person(attrs: dict[str, str], cam: Camera, rng: np.random.Generator, seed: int = 0,
                   hw: tuple[int, int] = PERSON_HW, modalities=MODS) -> dict[str, np.ndarray]:
     """A person seen by ``cam``: uint8 [H, W, 3] arrays per modality (NI and TI grey in three channels)."""
@@ -63,26 +91,9 @@ def render_person(attrs: dict[str, str], cam: Camera, rng: np.random.Generator, 
     if mirror:
         u = 1.0 - u
     stride = 0.07 * rng.random()
-    if view == "side":
-        torso = rect(u, v, 0.28, 0.72, 0.17, 0.53)
-        arms = rect(u, v, 0.40, 0.60, 0.18, 0.50)
-        hands = rect(u, v, 0.40, 0.60, 0.50, 0.55)
-        legs = rect(u, v, 0.30 - stride, 0.55 - stride, 0.53, 0.95) | rect(u, v, 0.45 + stride, 0.70 + stride,
-                                                                             0.53, 0.95)
-        shoes = rect(u, v, 0.25 - stride, 0.60 - stride, 0.95, 1.0) | rect(u, v, 0.40 + stride, 0.78 + stride,
-                                                                             0.95, 1.0)
-        bag = rect(u, v, 0.62, 0.92, 0.38, 0.62)
-        head = ellipse(u, v, 0.5, 0.085, 0.22, 0.08)
-    else:
-        torso = rect(u, v, 0.22, 0.78, 0.17, 0.53)
-        arms = rect(u, v, 0.06, 0.21, 0.18, 0.50) | rect(u, v, 0.79, 0.94, 0.18, 0.50)
-        hands = rect(u, v, 0.06, 0.21, 0.50, 0.55) | rect(u, v, 0.79, 0.94, 0.50, 0.55)
-        legs = rect(u, v, 0.25 - stride, 0.48 - stride, 0.53, 0.95) | rect(u, v, 0.52 + stride, 0.75 + stride,
-                                                                             0.53, 0.95)
-        shoes = rect(u, v, 0.24 - stride, 0.49 - stride, 0.95, 1.0) | rect(u, v, 0.51 + stride, 0.76 + stride,
-                                                                             0.95, 1.0)
-        bag = rect(u, v, 0.80, 1.02, 0.40, 0.62)
-        head = ellipse(u, v, 0.5, 0.085, 0.17, 0.08)
+    torso, arms, hands, legs, shoes, bag = (_part(u, v, BODY[view != "side"][k], stride if k in STRIDING else 0.0)
+                                            for k in ("torso", "arms", "hands", "legs", "shoes", "bag"))
+    head = ellipse(u, v, *BODY[view != "side"]["head"])
     upper = torso | arms
     has_bag = attrs["bag"] == "yes"
     occl = occluder(rng, u, v, horizontal=rng.random() < 0.6) if rng.random() < cam.occlusion else None

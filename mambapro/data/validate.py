@@ -262,13 +262,19 @@ def _walk_rgbnt201(base: Path, layout: Layout, loose: list[str]) -> dict[str, tu
     return splits
 
 
+def _split_folders(base: Path, folders: tuple[str, str, str], what: str, layout: Layout, listing: Callable):
+    """(split, folder, its listing) of the train / query / gallery folders that can be listed (the others are
+    layout problems already)."""
+    for split, folder in zip(("train", "query", "gallery"), folders):
+        entries = listing(base / folder, f"{what} {split} split", layout)
+        if entries is not None:
+            yield split, base / folder, entries
+
+
 def _walk_rgbnt100(base: Path, layout: Layout, loose: list[str]) -> dict[str, tuple[Path, list[Sample]]]:
     splits = {}
-    for split, folder in (("train", "bounding_box_train"), ("query", "query"), ("gallery", "bounding_box_test")):
-        d = base / folder
-        files = _images(d, f"RGBNT100 {split} split", layout)
-        if files is None:
-            continue
+    for split, d, files in _split_folders(base, ("bounding_box_train", "query", "bounding_box_test"), "RGBNT100",
+                                          layout, _images):
         samples = []
         for p in files.values():
             got = _parsed(str(p), readers._rgbnt100_name, "<pid>_c<camid>_..., 1 <= pid <= 600, 1 <= camid <= 8",
@@ -283,11 +289,8 @@ def _walk_rgbnt100(base: Path, layout: Layout, loose: list[str]) -> dict[str, tu
 
 def _walk_msvr310(base: Path, layout: Layout, loose: list[str]) -> dict[str, tuple[Path, list[Sample]]]:
     splits = {}
-    for split, folder in (("train", "bounding_box_train"), ("query", "query3"), ("gallery", "bounding_box_test")):
-        d = base / folder
-        entries = _listing(d, f"MSVR310 {split} split", layout)
-        if entries is None:
-            continue
+    for split, d, entries in _split_folders(base, ("bounding_box_train", "query3", "bounding_box_test"), "MSVR310",
+                                            layout, _listing):
         samples = []
         for vdir in entries:
             if not vdir.is_dir():
