@@ -61,13 +61,14 @@ def why_no_gpu() -> str | None:
     said = next((" ".join(str(w.message).split()) for w in caught if "CUDA" in str(w.message)), "")
     if build is None:
         return (f"this torch {torch.__version__} is a CPU-only build (torch.version.cuda is None); install a CUDA "
-                f"build of the same release, e.g. `pip install torch=={torch.__version__.split('+')[0]} "
-                "--index-url https://download.pytorch.org/whl/cu126` for a CUDA 12 driver (cu130 for CUDA 13)")
+                "build of the same release: environment.yml for a CUDA 13 driver, environment-cuda12.yml for a "
+                f"CUDA 12 one (`pip install torch=={torch.__version__.split('+')[0]} --index-url "
+                "https://download.pytorch.org/whl/cu128`; README, Paper scale)")
     if driver:
         return (f"the NVIDIA driver {driver} is too old for this torch's CUDA {build}"
                 + (f" (torch: {said})" if said else "")
-                + "; update the driver, or install torch's CUDA 12 build (`--index-url "
-                "https://download.pytorch.org/whl/cu126`, driver >= 525)")
+                + "; update the driver, or install torch's CUDA 12 build (environment-cuda12.yml: `--index-url "
+                "https://download.pytorch.org/whl/cu128`, a driver of CUDA 12.8 or newer; README, Paper scale)")
     return (f"no NVIDIA GPU or driver was found (torch {torch.__version__} with CUDA {build}, "
             f"torch.cuda.device_count() = 0{'; ' + said if said else ''}); run on a machine with an NVIDIA GPU and "
             "its driver")

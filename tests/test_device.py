@@ -44,7 +44,8 @@ def test_paper_profiles_require_a_gpu_and_the_embedded_ones_do_not(profile):
 
 
 @pytest.mark.parametrize(("cuda", "driver", "warning", "said"), [
-    (None, None, None, r"CPU-only build \(torch.version.cuda is None\).*pip install torch==.*cu126"),
+    (None, None, None,
+     r"CPU-only build \(torch.version.cuda is None\).*environment-cuda12.yml.*pip install torch==.*cu128"),
     ("13.0", "535.104.05", "CUDA initialization: The NVIDIA driver on your system is too old (found version 12020).",
      r"driver 535.104.05 is too old for this torch's CUDA 13.0 \(torch: CUDA initialization: The NVIDIA driver on "
      r"your system is too old.*update the driver, or install torch's CUDA 12 build"),
