@@ -394,14 +394,15 @@ def end_epoch(run: Run, epoch: int, record: dict[str, Any], bar=None) -> None:
     state["history"].append(record)
     state["epoch"] = epoch
     # last.pt every train.checkpoint_every epochs and after the last: a resume retrains the epochs since, exactly
-    if run.rank == 0 and (epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs):
+    checkpoint_due = epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs
+    if run.rank == 0 and checkpoint_due:
         resume_state = {"scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                         "rng": _rng_state()}
         if epoch < cfg.train.epochs:  # a finished run steps no more: Adam's moments would be dead weight
             resume_state["optimizer"] = run.optimizer.state_dict()
         save_checkpoint(make_checkpoint(run.model, cfg, run.seed, epoch, state, run.digest, run.data,
                                         resume_state), run.last_path)
-    if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs:
+    if checkpoint_due:
         run.saved_epoch = epoch
     if run.rank == 0:
         if run.live is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mambapro import results
 from mambapro.config import Config, ConfigError, profile_entry, resolve_config
+from mambapro.registry import DATASETS
 
 
 class InputsMissing(FileNotFoundError):
@@ -26,8 +27,6 @@ class InputsMissing(FileNotFoundError):
 def dataset_folder(cfg: Config) -> Path:
     """The folder a dataset's reader opens (:func:`mambapro.data.readers.read_dataset`): ``data.root`` / the
     dataset's ``folder`` in :data:`mambapro.registry.DATASETS`."""
-    from mambapro.registry import DATASETS
-
     return Path(cfg.data.root) / DATASETS.fact(cfg.data.dataset, "folder")
 
 
@@ -68,12 +67,12 @@ def profile_stages(profile: str, root: str | Path = ".") -> dict[str, list[str]]
             "vehicle": [vehicle] if vehicle else []}
 
 
-def _digest_files(folder: Path, content: bool) -> dict[str, Any]:
-    """SHA-256 over the sorted relative paths and the bytes (``content``) or sizes of every file in ``folder``."""
+def _digest_files(folder: Path) -> dict[str, Any]:
+    """SHA-256 over the sorted relative paths and the bytes of every file in ``folder``."""
     digest, count = hashlib.sha256(), 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        digest.update(path.read_bytes() if content else str(path.stat().st_size).encode())
+        digest.update(path.read_bytes())
         count += 1
     return {"folder": str(folder), "files": count, "sha256": digest.hexdigest()}
 
@@ -89,9 +88,10 @@ def _weights_record(path: Path) -> dict[str, str]:
 
 def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
     """Check and record the datasets and backbone weights of ``profile`` (and of its vehicle runs) in
-    ``results/<profile>/inputs.json``.  The synthetic benchmark is hashed by content, a real dataset by file sizes
-    (hashing its gigabytes is DVC's job) after :func:`mambapro.data.validate.validate_dataset` checked every
-    image header.  A missing dataset or weights file names the path and what to put there."""
+    ``results/<profile>/inputs.json``, every dataset hashed by content (a real one after
+    :func:`mambapro.data.validate.validate_dataset` checked every image header): the ``dataset`` stage runs at every
+    repro and does not depend on ``data/`` itself, so this digest is what re-runs the training stages when an image
+    changes.  A missing dataset or weights file names the path and what to put there."""
     root = Path(root)
     pipe = profile_entry(profile)["pipeline"]
     missing = check_inputs(profile, root)
@@ -109,7 +109,7 @@ def record_inputs(profile: str, root: str | Path = ".") -> dict[str, Any]:
             from mambapro.data.validate import validate_dataset
 
             validate_dataset(cfg.data.dataset, root / cfg.data.root)
-        record["datasets"][cfg.data.dataset] = _digest_files(folder, content=pipe["proxy_clip"])
+        record["datasets"][cfg.data.dataset] = _digest_files(folder)
         weights = cfg.backbone.pretrained
         if weights and not os.path.isfile(root / weights) and not pipe["proxy_clip"]:
             raise FileNotFoundError(f"profile {name}: backbone.pretrained = {weights} does not exist; fetch OpenAI's "

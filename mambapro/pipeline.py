@@ -113,14 +113,22 @@ def results_namespace(name: str, root: str | Path = ".") -> str:
     candidates = [name]
     if "/" not in name:
         profile_entry(name)  # an unknown name lists the valid ones
-        candidates += [results.vehicle_namespace(p) for p, entry in PROFILES.items()
-                       if entry["pipeline"].get("vehicle") == name]
+        candidates += [results.vehicle_namespace(p) for p in PROFILES if vehicle_profile(p) == name]
     for namespace in candidates:
         if results.trained_presets(results.results_dir(namespace, root)):
             return namespace
     looked = ", ".join(str(results.results_dir(ns) / "runs") for ns in candidates)
     raise results.MissingResultError(f"{name!r} has no runs: no metrics.json under {looked}; train them first "
                                      f"(`python -m mambapro.pipeline use <profile>`, then `dvc repro`)")
+
+
+def table3_file(namespace: str, root: str | Path = ".") -> Path:
+    """The tables stage's file of Table 3's rows for the runs of ``namespace``: ``table12.csv`` (Table 3's rows on a
+    vehicle set) for vehicle runs, a person profile's (``<profile>/vehicle``) or a vehicle profile's own, else
+    ``table3.csv`` (the explore notebook's last cell)."""
+    profile, _, sub = namespace.partition("/")
+    vehicles = sub == "vehicle" or object_kind(profile) == "vehicle"
+    return results.results_dir(namespace, root) / "tables" / ("table12.csv" if vehicles else "table3.csv")
 
 
 # ----------------------------------------------------------------------------------------------------------------

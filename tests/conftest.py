@@ -14,6 +14,16 @@ def model_paper_tower():
     return paper_tower()
 
 
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """The tiny synthetic benchmark (``mambapro.data.synthetic``, seed 0), generated once and only read by tests."""
+    from mambapro.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("tiny") / "synthetic"
+    generate(root, seed=0, size="tiny")
+    return root
+
+
 @pytest.fixture()
 def stand_in_commands(tmp_path):
     """``stand_in_commands(name=script, ...)`` -> an environment whose PATH puts these shell scripts first and whose

@@ -18,15 +18,7 @@ import torch
 from mambapro import checkpoints
 from mambapro.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from mambapro.config import resolve_config
-from mambapro.data.synthetic import generate
 from mambapro.engine import train
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, seed=0, size="tiny")
-    return root
 
 
 def tiny_cfg(root, epochs=2, **train):

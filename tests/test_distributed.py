@@ -12,15 +12,6 @@ from mambapro.distributed import SyncedBatchNorm, shard_bounds, sync_batchnorm, 
 STEPS = 3
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from mambapro.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("ddp") / "synthetic"
-    generate(root, seed=0, size="tiny")
-    return root
-
-
 def _cfg(root, preset="F"):
     from mambapro.config import resolve_config
 

@@ -55,16 +55,8 @@ import sys  # noqa: E402
 
 from mambapro.checkpoints import CheckpointMismatch, load_checkpoint  # noqa: E402
 from mambapro.config import apply_overrides  # noqa: E402
-from mambapro.data.synthetic import generate  # noqa: E402
 from mambapro.engine import train  # noqa: E402
 from mambapro.weights import weights_digest  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, seed=0, size="tiny")
-    return root
 
 
 def tiny_cfg(root, preset="E", **sections):

@@ -217,6 +217,17 @@ def test_every_profile_name_finds_its_runs(tmp_path):
         results_namespace("nope", tmp_path)
 
 
+def test_table3_file_follows_the_object_of_the_runs():
+    """Table 3's rows of a namespace's runs: Table 12 on vehicles (a person profile's vehicle runs or a vehicle
+    profile's own, :func:`mambapro.config.object_kind`), Table 3 on persons."""
+    from mambapro.pipeline import table3_file
+
+    assert table3_file("default") == Path("results/default/tables/table3.csv")
+    assert table3_file("default/vehicle") == Path("results/default/vehicle/tables/table12.csv")
+    assert table3_file("rgbnt100", "/r") == Path("/r/results/rgbnt100/tables/table12.csv")
+    assert table3_file("rgbnt201").name == "table3.csv"
+
+
 def _run_cell(source: str, scope: dict):
     """Run a cell as IPython does: its statements, then its last expression's value (what Jupyter displays)."""
     tree = ast.parse(source)

@@ -12,7 +12,6 @@ from conftest import load_script
 
 from mambapro import engine
 from mambapro.config import resolve_config
-from mambapro.data.synthetic import generate
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dispatch_count.py"
 
@@ -20,13 +19,6 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dispatch_count.py
 @pytest.fixture(scope="module")
 def dispatch_count():
     return load_script(SCRIPT)
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, seed=0, size="tiny")
-    return root
 
 
 class _CountingLoader:

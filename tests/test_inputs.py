@@ -65,3 +65,20 @@ def test_switching_profile_without_data_says_what_to_do(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "data/ does not exist: profile rgbnt201 reads RGBNT201 from data/RGBNT201" in out
     assert "[Errno 2]" in out  # what DVC would say instead, named so that the user recognises it
+
+
+def test_the_record_follows_every_byte_of_a_real_dataset(tmp_path):
+    """The `dataset` stage does not depend on data/ (data.dvc's output) and runs at every repro, so its record is
+    what re-runs training when the data change: an image rewritten at the same size changes the digest."""
+    from mambapro.data.synthetic import generate
+
+    generate(tmp_path / "data", seed=0, size="tiny")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ViT-B-16.pt").write_bytes(b"stand-in")
+    before = record_inputs("msvr310", tmp_path)["datasets"]["MSVR310"]
+    image = sorted((tmp_path / "data" / "msvr310").rglob("*.jpg"))[0]
+    data = bytearray(image.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, same header and end marker
+    image.write_bytes(bytes(data))
+    after = record_inputs("msvr310", tmp_path)["datasets"]["MSVR310"]
+    assert after["files"] == before["files"] and after["sha256"] != before["sha256"]

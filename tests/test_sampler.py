@@ -110,15 +110,6 @@ def test_each_process_takes_its_slice_of_the_same_global_batches(world):
 # The loaders built on it (mambapro.data.loaders.build_data: the engine's interface)
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    from mambapro.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("loaders") / "synthetic"
-    generate(root, seed=0, size="tiny")
-    return root
-
-
 def _cfg(root, dataset, **data):
     from mambapro.config import resolve_config
 

@@ -15,7 +15,6 @@ import torch
 
 from mambapro import engine
 from mambapro.config import ConfigError, resolve_config
-from mambapro.data.synthetic import generate
 
 
 def _one_step(compile_: bool = False, autocast: torch.dtype | None = None):
@@ -109,13 +108,6 @@ def test_tf32_only_without_determinism_and_untouched_by_default(monkeypatch):
     with pytest.raises(ConfigError, match="train.tf32 = True must be false while train.deterministic is true"):
         resolve_config("bare", "F", {"train.tf32": True})
     assert resolve_config("bare", "F", {"train.tf32": True, "train.deterministic": False}).train.tf32
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    generate(root, seed=0, size="tiny")
-    return root
 
 
 def _cfg(root, **train):
