@@ -42,6 +42,7 @@ DEFAULT_PRELOAD = (
 REQUEST_TIMEOUT_S = 5.0  # a connected client must deliver its request within this
 POLL_S = 0.2  # server loop tick (reaping children, checking the stop flag)
 KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL delay for children at server shutdown
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 log = logging.getLogger("nbrun")
 
@@ -133,7 +134,7 @@ class _Server:
 
     def run(self, preloaded: Sequence[str] = ()) -> None:
         """Serve until SIGTERM/SIGINT, then kill the running children and remove the socket file."""
-        previous = {sig: signal.signal(sig, self._request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, self._request_stop) for sig in STOP_SIGNALS}
         try:
             log.info(
                 "ready: listening on %s (pid %d; preloaded: %s)", self.path, os.getpid(), ", ".join(preloaded) or "-"
@@ -182,11 +183,22 @@ class _Server:
     def _fork(self, conn: socket.socket, request: dict, fds: list[int]) -> int:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
-        pid = os.fork()
-        if pid == 0:  # child: never returns
+        # Stop signals are held across the fork: one that reached the fresh child before it had reset the server's
+        # handlers would run ``_request_stop`` there -- swallowed -- and the child would go on until SIGKILL.  Held,
+        # it stays pending and lands once the child has its own (default) handlers.
+        unheld = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unheld)
+            raise
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unheld)
+        else:  # child: never returns
             code = 1
             try:
                 self._close_inherited(conn)
+                signal.pthread_sigmask(signal.SIG_SETMASK, unheld)
                 lifeline.reset()
                 lifeline.die_with_parent()  # the server: a child outlives neither it
                 lifeline.register("the client of this request", lifeline.connection_open(conn))  # nor its client

@@ -74,12 +74,12 @@ def _children(pid: int) -> list[int]:
 class Server:
     """``python -m nbrun serve`` in a subprocess, with a short preload."""
 
-    def __init__(self, directory: Path, preload: str) -> None:
+    def __init__(self, directory: Path, preload: str, **env: str) -> None:
         self.socket = directory / "run" / "s.sock"
         self.log = directory / "server.log"
         command = [sys.executable, "-m", "nbrun", "serve", "--socket", str(self.socket)]
         with self.log.open("w") as log:
-            self.proc = subprocess.Popen([*command, "--preload", preload], env=_env(), stdout=log, stderr=log)
+            self.proc = subprocess.Popen([*command, "--preload", preload], env=_env(**env), stdout=log, stderr=log)
 
     def ready(self) -> Server:
         wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, what="the server socket")
@@ -292,8 +292,26 @@ def test_killed_client_stops_its_child(server, tmp_path):
     wait_for(lambda: _gone(child), timeout=10, what="the child to be terminated")
 
 
-def test_server_shutdown_kills_children_and_removes_socket(tmp_path):
-    srv = Server(tmp_path, preload="json").ready()
+# Preloaded into a server: its children wait a second after the fork before taking their own signal handlers.
+SLOW_FORK = """
+import time
+from nbrun import server
+
+_close_inherited = server._Server._close_inherited
+server._Server._close_inherited = lambda self, conn: (time.sleep(1.0), _close_inherited(self, conn))[1]
+"""
+
+
+@pytest.mark.parametrize("slow_fork", [False, True], ids=["plain", "signal-right-after-fork"])
+def test_server_shutdown_kills_children_and_removes_socket(tmp_path, slow_fork):
+    """A SIGTERM that reaches a child before it has its own handlers is held, not swallowed by the server's (the
+    child then ran on until SIGKILL: exit 137, seen once in CI)."""
+    (tmp_path / "slow_fork.py").write_text(SLOW_FORK)
+    preload = "json,slow_fork" if slow_fork else "json"
+    srv = Server(tmp_path, preload=preload, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    srv.ready()
+    wait_for(lambda: "preloaded: " in srv.log.read_text(), what="the server's ready line")
+    assert ("slow_fork" in srv.log.read_text()) == slow_fork
     try:
         _notebook(tmp_path / "in.ipynb", SLEEPER)
         client = _client("in.ipynb", "out.ipynb", cwd=tmp_path, env=srv.env())
