@@ -21,7 +21,7 @@ import torch
 
 from mambapro.config import resolve_config
 from mambapro.data.loaders import test_order
-from mambapro.data.readers import read_dataset
+from mambapro.data.readers import hold_out_identities, read_dataset
 from mambapro.metrics import evaluate_features
 
 __all__ = ["chance_level", "split_chance_level", "main"]
@@ -47,11 +47,14 @@ def chance_level(meta: dict, query_index, gallery_index, protocol: str, draws: i
 
 
 def split_chance_level(profile: str, draws: int = 50, seed: int = 0, data_root: str | Path | None = None,
-                       root: str | Path = ".") -> dict:
+                       root: str | Path = ".", preset: str | None = None) -> dict:
     """Chance level of ``profile``'s test split: its dataset from mambapro/profiles.yaml, read under ``data_root``
-    (default: the profile's ``data.root``, relative to the project ``root``)."""
-    d = resolve_config(profile).data
+    (default: the profile's ``data.root``, relative to the project ``root``).  With a ``preset`` that sets
+    ``data.validation_ids``: of its validation split (:func:`mambapro.data.readers.hold_out_identities`)."""
+    d = resolve_config(profile, preset).data
     data = read_dataset(d.dataset, data_root or Path(root) / d.root)
+    if d.validation_ids:
+        data = hold_out_identities(data, d.validation_ids, d.validation_seed)
     samples, query, gallery = test_order(data)
     meta = {k: np.array([getattr(s, attr) for s in samples], dtype=np.int64)
             for k, attr in (("pids", "pid"), ("camids", "camid"), ("sceneids", "sceneid"))}

@@ -97,6 +97,10 @@ class DataConfig:
     pad: int = 10
     erasing_prob: float = 0.5
     cache_images: bool = False  # keep decoded, resized images in memory (same tensors; off at paper scale)
+    # Validation (not in the paper, which picks its best epoch on the test set): hold out this many training
+    # identities, chosen with validation_seed, train on the rest and evaluate on them instead of the test split.
+    validation_ids: int = 0  # 0: train on every training identity, evaluate on the test split
+    validation_seed: int = 0
 
 
 @dataclass
@@ -255,6 +259,7 @@ def validate(cfg: Config) -> None:
         ("data.test_batch_size", d.test_batch_size, d.test_batch_size >= 1, ">= 1"),
         ("data.num_workers", d.num_workers, d.num_workers >= 0, ">= 0 (0: load in the main process)"),
         ("data.pad", d.pad, d.pad >= 0, ">= 0"),
+        ("data.validation_ids", d.validation_ids, d.validation_ids >= 0, ">= 0 (0: evaluate on the test split)"),
         ("data.erasing_prob", d.erasing_prob, 0 <= d.erasing_prob <= 1, "in [0, 1]"),
         ("data.image_size", d.image_size, min(d.image_size) >= 1, "positive (H, W)"),
         ("backbone.sie_coe", cfg.backbone.sie_coe, cfg.backbone.sie_coe >= 0, ">= 0"),
@@ -371,9 +376,18 @@ TABLES: dict[str, list[tuple[str, str]]] = {
     "fig8_dstate": [("4", "dstate-4"), ("8", "dstate-8"), ("16", "F"), ("32", "dstate-32"), ("64", "dstate-64")],
     "fig8_dtrank": [("4", "dtrank-4"), ("default", "F"), ("16", "dtrank-16"), ("64", "dtrank-64")],
     "fig9a_prompt_length": [("2", "plen-2"), ("4", "F"), ("8", "plen-8"), ("16", "plen-16")],
+    # Fig. 9a again with the paper's "randomly initialised" prompts (prompt.init normal; the row above: the official
+    # zero initialisation, under which a slot's prompts stay one token repeated N_pr times)
+    "fig9a_prompt_length_normal": [("2", "plen-2-normal"), ("4", "plen-4-normal"), ("8", "plen-8-normal"),
+                                   ("16", "plen-16-normal")],
     "fig9b_srp_depth": [("1-12", "F"), ("4-12", "srp-from-3"), ("7-12", "srp-from-6"), ("10-12", "srp-from-9")],
     "fig9c_pfa_depth": [("1-12", "F"), ("4-12", "pfa-from-3"), ("7-12", "pfa-from-6"), ("10-12", "pfa-from-9")],
     "fig9d_ma_blocks": [("1", "mablocks-1"), ("2", "F"), ("3", "mablocks-3"), ("4", "mablocks-4")],
+    # Not in the paper: full fine-tuning's backbone rate, on a validation split (mambapro.selection)
+    "backbone_lr_B": [("5e-6", "val-B-lr5e-6"), ("4.3e-5", "val-B-lr43e-6"), ("3e-4", "val-B-lr3e-4"),
+                      ("3e-3", "val-B-lr3e-3")],
+    "backbone_lr_G": [("5e-6", "val-G-lr5e-6"), ("4.3e-5", "val-G-lr43e-6"), ("3e-4", "val-G-lr3e-4"),
+                      ("3e-3", "val-G-lr3e-3")],
 }
 
 

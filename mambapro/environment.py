@@ -5,17 +5,17 @@ differently from an AVX2 one).
 :func:`pin_cpu_math` sets, unless the user already has:
 
 - ``ATEN_CPU_CAPABILITY=avx2``: PyTorch's own vectorised CPU kernels;
-- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility (matrix products);
+- ``MKL_CBWR=COMPATIBLE``: MKL's conditional numerical reproducibility (matrix products), the one branch MKL
+  honours on every x86-64 CPU, Intel's and AMD's (issue 21);
 - ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN (the patch-embedding convolution).
 
 Each library reads its variable when it first runs a kernel, so the pin works when ``mambapro`` is imported before
 any tensor operation; ``import mambapro`` calls it.  :func:`cpu_math_report` says what is in effect (the engine
-prints it and warns when the pin came too late).  MKL's branch is read back from MKL itself (:func:`mkl_branch`):
-MKL honours ``MKL_CBWR=AVX2`` on Intel CPUs only; elsewhere (AMD EPYC, measured) it silently runs ``AUTO``, whose
-matrix products round differently, so the report says so and a run there is flagged as not reproducing other
-machines' numbers (``MKL_CBWR=COMPATIBLE`` is the branch MKL honours on every x86-64 CPU).
-Measured on an Intel AVX-512 machine, preset F's one-core training step (``benchmarks/train_step.py``): ATen pin
-alone within noise, all three +6 %.
+prints it and warns when the pin came too late).  MKL's branch is read back from MKL itself (:func:`mkl_branch`).
+Measured on an AMD EPYC (AVX-512): MKL ignores ``MKL_CBWR=AVX2`` (and AVX, SSE4_2, ``AVX2,STRICT``) and runs
+``AUTO``, whose products round differently from an Intel machine's AVX2 branch; only ``COMPATIBLE`` is honoured
+(read back 3).  So the pin is ``COMPATIBLE``: one branch for both vendors, at a cost measured there on the one-core
+training step (``benchmarks/train_step.py``): F +26 to +44 %, A +55 % against ``AUTO``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import ctypes
 import os
 from pathlib import Path
 
-PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # MKL's CNR branch codes (mkl_service.h: MKL_CBWR_AUTO ... MKL_CBWR_AVX512_E1), as mkl_cbwr_get(MKL_CBWR_BRANCH) says
 MKL_BRANCHES = {2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7: "SSE4_1", 8: "SSE4_2", 9: "AVX", 10: "AVX2",
                 11: "AVX512_MIC", 12: "AVX512", 13: "AVX512_MIC_E1", 14: "AVX512_E1"}

@@ -3,9 +3,9 @@
 Loads each needed run's best checkpoint (one seed), extracts test features, probes the model (token alignment and
 Grad-CAM, :mod:`mambapro.probe`) and hands the data to the plotting functions of :mod:`mambapro.viz`: Fig. 5 (t-SNE
 of models A, C, E, F), Fig. 6 (cross-modal token alignment before / after MA, model F), Figs. 8 / 9
-(hyper-parameter curves), Figs. 10 / 11 (Grad-CAM of the post-MA tokens, person model F and the vehicle run), a rank
-list and the training curves of every preset.  The quick tier (:func:`quick_figures`) draws those that need
-Table 3's runs only.
+(hyper-parameter curves), Figs. 10 / 11 (Grad-CAM of the post-MA tokens, person model F and the vehicle run, and the
+mean map over 64 test samples beside the mean input image), a rank list and the training curves of every preset.
+The quick tier (:func:`quick_figures`) draws those that need Table 3's runs only.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def hyperparameter_curves(folder: Path, out: Path) -> list[Path]:
 
     written = []
     for name, panels in (("fig8_dstate_dtrank", viz.FIG8_PANELS), ("fig9_depths_lengths", viz.FIG9_PANELS)):
-        curves = {key: curve_data(key, folder) for key, _, _ in panels}
+        curves = {key: curve_data(key, folder) for key in viz.panel_curves(panels)}
         written += viz.hyperparameter_figure(curves, panels, out / name)
     return written
 
@@ -99,19 +99,75 @@ def alignment(model, data, out: Path, seed: int) -> list[Path]:
         results.write_json(out / "fig6_shared_component.json", stats)]
 
 
+EDGES = ("top", "bottom", "left", "right")
+
+
+def mean_maps(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """{modality: the mean over the samples of its per-sample maps [B, h, w] → [h, w]} (each map is in [0, 1], so
+    the mean is too): what every sample's Grad-CAM map shares, e.g. a position bias (Figs. 10 / 11)."""
+    return {m: np.asarray(c, dtype=np.float64).mean(axis=0) for m, c in maps.items()}
+
+
+def mean_images(images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{modality: the pixel-wise mean [3, H, W] of a batch [B, 3, H, W]} (normalised as the model sees them)."""
+    return {m: x.detach().float().mean(dim=0) for m, x in images.items()}
+
+
+def edge_mass(cam: np.ndarray, edge: str, width: int = 1) -> float:
+    """How much of a non-negative map's mass lies in its outermost ``width`` rows (``edge`` "top" / "bottom") or
+    columns ("left" / "right"), relative to a uniform map: (strip's share of Σ cam) / (strip's share of the
+    positions).  1 = no bias towards that edge; e.g. 2 on an 8-row map = the bottom row holds 25 % of the mass."""
+    cam = np.asarray(cam, dtype=np.float64)
+    if cam.ndim != 2 or (cam < 0).any():
+        raise ValueError(f"edge_mass: expected a non-negative [h, w] map, got shape {cam.shape}")
+    if edge not in EDGES:
+        raise ValueError(f"edge_mass: edge {edge!r} is not one of {', '.join(EDGES)}")
+    h, w = cam.shape
+    if not 1 <= width <= (h if edge in ("top", "bottom") else w):
+        raise ValueError(f"edge_mass: width {width} does not fit a {h}x{w} map")
+    strip = {"top": cam[:width], "bottom": cam[h - width:], "left": cam[:, :width], "right": cam[:, w - width:]}[edge]
+    total = cam.sum()
+    if total <= 0:
+        return float("nan")
+    return float((strip.sum() / total) / (strip.size / cam.size))
+
+
+def mean_gradcam(model, images: dict[str, torch.Tensor], cams: torch.Tensor) -> dict[str, np.ndarray]:
+    """The mean centred Grad-CAM map of the post-MA tokens per modality (:func:`mambapro.probe.gradcam_maps`, the
+    maps of Figs. 10 / 11, averaged over the batch: :func:`mean_maps`), [h, w] each."""
+    return mean_maps(probe.gradcam_maps(model, images, cams))
+
+
+def _edge_notes(means: dict[str, np.ndarray]) -> dict[str, str]:
+    """Each map's :func:`edge_mass` on the four edges, as three lines under its panel."""
+    return {m: "edge mass / uniform\n" + "\n".join(", ".join(f"{e} {edge_mass(c, e):.2f}" for e in pair)
+                                                  for pair in (EDGES[:2], EDGES[2:])) for m, c in means.items()}
+
+
 def gradcam(model, data, out: Path, name: str, title: str, seed: int, samples: int = 4,
             share_samples: int = 64) -> list[Path]:
-    """Figs. 10 / 11: centred Grad-CAM of the post-MA tokens of ``samples`` test identities, and the share of
-    non-constant maps per modality over ``share_samples`` test samples (``<name>_share.json``)."""
+    """Figs. 10 / 11: centred Grad-CAM of the post-MA tokens of ``samples`` test identities; over ``share_samples``
+    test samples, the share of non-constant maps per modality and the mean map beside the mean input image
+    (``<name>_mean``: a bias every sample shares, :func:`mean_maps`); numbers in ``<name>_share.json`` (the share,
+    each modality's mean map and its :func:`edge_mass` on every edge)."""
     b = _test_batch(data, samples, seed)
     maps = probe.gradcam_maps(model, b["images"], b["camid"])
     labels = [f"id {int(p)}" for p in b["pid"]]
     written = viz.gradcam_figure(b["images"], maps, out / name, row_labels=labels,
                                  title=f"{title} (centred Grad-CAM of $f_{{ir}}^M$)")
     many = _test_batch(data, share_samples, seed, distinct=False)
-    share = probe.nonconstant_share(probe.gradcam_maps(model, many["images"], many["camid"]))
-    print(f"{name}: share of non-constant Grad-CAM maps per modality over {len(many['pid'])} samples: {share}")
-    return written + [results.write_json(out / f"{name}_share.json", {"samples": len(many["pid"]), "share": share})]
+    many_maps = probe.gradcam_maps(model, many["images"], many["camid"])
+    share = probe.nonconstant_share(many_maps)
+    count = len(many["pid"])
+    print(f"{name}: share of non-constant Grad-CAM maps per modality over {count} samples: {share}")
+    means = mean_maps(many_maps)
+    written += viz.mean_gradcam_figure(mean_images(many["images"]), means, out / f"{name}_mean",
+                                       notes=_edge_notes(means),
+                                       title=f"{title}: mean centred Grad-CAM of $f_{{ir}}^M$ over {count} test "
+                                             f"samples, beside the mean input image")
+    stats = {"samples": count, "share": share, "mean_map": {m: c.tolist() for m, c in means.items()},
+             "edge_mass_vs_uniform": {m: {e: edge_mass(c, e) for e in EDGES} for m, c in means.items()}}
+    return written + [results.write_json(out / f"{name}_share.json", stats)]
 
 
 def rank_list(model, data, image_size: tuple[int, int], out: Path, query: int = 0) -> list[Path]:

@@ -135,6 +135,15 @@ def table3_file(namespace: str, root: str | Path = ".") -> Path:
 # Training and evaluation
 
 
+def run_note(cfg) -> str:
+    """What a run's ``metrics.json`` evaluated on: the test split (the paper) or a validation split."""
+    if cfg.data.validation_ids:
+        split = (f"validation split ({cfg.data.validation_ids} held-out training ids, seed "
+                 f"{cfg.data.validation_seed}; the test split unused)")
+        return f"every metric on the {split}; best = best epoch by validation mAP; last = final epoch"
+    return "best = best epoch by test mAP (the paper's protocol); last = final epoch"
+
+
 def train_run(profile: str, preset: str, seed: int, namespace: str | None = None, root: str | Path = ".",
               progress: bool = True) -> dict[str, Any]:
     """Train ``preset`` under ``profile`` with one seed (resuming an interrupted run) and write its last- and
@@ -148,7 +157,7 @@ def train_run(profile: str, preset: str, seed: int, namespace: str | None = None
         result = train(cfg, results.run_dir(namespace, preset, seed), seed, progress=progress)
         out = {"preset": preset, "profile": profile, "config": cfg.to_dict(),
                **{k: result[k] for k in ("seed", "last", "best", "history", "peak_gpu_memory_gb", "run_info")},
-               "note": "best = best epoch by test mAP (the paper's protocol); last = final epoch"}
+               "note": run_note(cfg)}
         results.write_json(results.metrics_path(results.results_dir(namespace), preset, seed), out)
     return out
 

@@ -21,8 +21,9 @@ of each run in ``metrics.json`` (maximum over seeds), otherwise "not measured". 
 (preset F) beside the paper's rows, each row marked with its source.  Also: a missing-modality table (six settings +
 full), a re-ranking table, a paper-vs-ours table of every complexity number, and the data of the Fig. 8 / Fig. 9
 curves, and ``noise``: every preset's difference from F beside its seed noise and its evaluation noise
-(:func:`mambapro.table_inputs.versus_reference`; the Fig. 8 / 9 curve data carry the same test).  A run that a
-table needs and that is missing stops everything before any file is written (the error names the preset and the
+(:func:`mambapro.table_inputs.versus_reference`; the Fig. 8 / 9 curve data carry the same test, against F or, for
+Fig. 9a under the paper's random prompt initialisation, against its N_pr = 4 point: :data:`CURVE_REFERENCES`).  A run
+that a table needs and that is missing stops everything before any file is written (the error names the preset and the
 path expected), unless the build is *partial* (``partial=True``, ``--partial``: smoke tests that train a few presets
 only): rows without runs then say "not run", the missing-modality and re-ranking tables are left out when
 ``evaluation/F.json`` is missing, and ``runs.{csv,md}`` lists every run the tables need with its seeds or "not run".
@@ -64,6 +65,7 @@ from mambapro.table_inputs import (
     num_seeds,
     stat,
     versus_f,
+    versus_reference,
 )
 
 METRICS = ("mAP", "R1", "R5", "R10")
@@ -71,6 +73,18 @@ METRIC_NAMES = {"mAP": "mAP", "R1": "R-1", "R5": "R-5", "R10": "R-10", "mINP": "
 WHICH = {"last": "last epoch", "best": "best epoch on test (paper protocol)"}
 ABLATION_TABLES = ("table3", "table4", "table5", "table6", "table8", "table9", "table11")
 CURVE_KEYS = tuple(k for k in TABLES if k.startswith(("fig8_", "fig9")))
+# Each curve's point of comparison ("mAP − reference"): preset F, except the normal-init prompt-length curve, whose
+# points are compared with its own N_pr = 4 (F's length, same initialisation) so that only the length differs.
+CURVE_REFERENCES = {"fig9a_prompt_length_normal": "plen-4-normal"}
+CURVE_NOTES = {
+    "fig9a_prompt_length": (
+        "Prompts zero-initialised, as in the official code and F: a slot's N_pr prompts get identical gradients and "
+        "stay one token repeated N_pr times, so N_pr only scales that token's attention weight "
+        "(fig9a_prompt_length_normal: the paper's random initialisation)."),
+    "fig9a_prompt_length_normal": (
+        "Prompts randomly initialised (prompt.init normal), as the paper says: N_pr distinct tokens "
+        "(fig9a_prompt_length: the official zero initialisation, F's)."),
+}
 NOT_MEASURED = "not measured"
 NOT_COMPUTED = "not in complexity.csv"
 NOT_RUN = "not run"  # a partial build's rows without runs
@@ -365,43 +379,63 @@ def complexity_comparison_table(complexity: dict) -> Table:
 def curve_data(key: str, results: str | Path, metrics: dict[str, dict] | None = None) -> list[dict[str, Any]]:
     """One Fig. 8 / Fig. 9 curve (a ``fig8_*`` / ``fig9*`` key of TABLES): per point its label, preset, number of
     seeds and ``<which>_<metric>_mean`` / ``_std`` for which in last, best and metric in mAP, R-1/5/10 (None, with
-    0 seeds, for a point that ``metrics`` marks as not run)."""
+    0 seeds, for a point that ``metrics`` marks as not run), and its mAP against the curve's ``reference`` preset
+    (:func:`curve_reference`): ``<which>_mAP_vs_reference``, its Welch ``_p`` and ``<which>_mAP_beyond_noise``."""
     if key not in CURVE_KEYS:
         raise KeyError(f"no curve {key!r}; curves: {', '.join(CURVE_KEYS)}")
     out = []
-    reference = _run(metrics, results, OURS_PRESET)
+    ref_preset = curve_reference(key)
+    reference = _run(metrics, results, ref_preset)
     for label, preset in TABLES[key]:
         run = _run(metrics, results, preset)
-        point = {"label": label, "preset": preset, "seeds": 0 if run is None else num_seeds(run)}
+        point = {"label": label, "preset": preset, "seeds": 0 if run is None else num_seeds(run),
+                 "reference": ref_preset}
         for which in WHICH:
             for m in METRICS:
                 point[f"{which}_{m}_mean"], point[f"{which}_{m}_std"] = \
                     (None, None) if run is None else stat(run, which, m)
-        for which in WHICH:  # the mAP difference from F and whether it exceeds the seed noise
-            vs = versus_f(preset, run, reference, which)
-            point.update({f"{which}_mAP_vs_F": vs["delta"], f"{which}_mAP_vs_F_p": vs["p"],
+        for which in WHICH:  # the mAP difference from the reference and whether it exceeds the seed noise
+            if run is None or reference is None or preset == ref_preset:
+                vs = {"delta": None, "p": None, "beyond_noise": False}
+            else:
+                vs = versus_reference(run, reference, which)
+            point.update({f"{which}_mAP_vs_reference": vs["delta"], f"{which}_mAP_vs_reference_p": vs["p"],
                           f"{which}_mAP_beyond_noise": vs["beyond_noise"]})
         out.append(point)
     return out
 
 
+def curve_reference(key: str) -> str:
+    """The preset a curve's points are compared with (:data:`CURVE_REFERENCES`; F unless listed there)."""
+    return CURVE_REFERENCES.get(key, OURS_PRESET)
+
+
 def curve_table(key: str, points: list[dict[str, Any]]) -> Table:
+    """A curve's points (:func:`curve_data`) as a table; the last column compares each with the curve's reference."""
     columns = list(points[0])
+    reference = curve_reference(key)
     md = [[p["label"], p["preset"], str(p["seeds"])]
           + [NOT_RUN if p[f"{w}_{m}_mean"] is None else fmt_stat(p[f"{w}_{m}_mean"], p[f"{w}_{m}_std"])
              for w in WHICH for m in ("mAP", "R1")]
-          + [_versus_cell(p["last_mAP_vs_F"], p["last_mAP_vs_F_p"], p["last_mAP_beyond_noise"])] for p in points]
+          + [_versus_cell(p["last_mAP_vs_reference"], p["last_mAP_vs_reference_p"], p["last_mAP_beyond_noise"])]
+          for p in points]
     header = ["Value", "Preset", "Seeds", "mAP (last)", "R-1 (last)", "mAP (best)", "R-1 (best)",
-              "mAP (last) − F"]
+              f"mAP (last) − {reference}"]
     return Table(key, f"{key}: data of the paper's {'Fig. 8' if key.startswith('fig8') else 'Fig. 9'} curve",
                  columns, points, [("", header, md)],
                  ["best = best epoch on test (paper protocol); the paper prints only the figure.",
-                  NOISE_NOTE,
+                  *([CURVE_NOTES[key]] if key in CURVE_NOTES else []),
+                  noise_note(reference),
                   *_partial_note(p["preset"] for p in points if p["seeds"] == 0)])
 
 
-NOISE_NOTE = (f"mAP − F: difference of the seed means from preset F (p: Welch's two-sided t-test over seeds); "
-              f"**bold** where p < {NOISE_ALPHA} (the difference exceeds the seed noise).")
+def noise_note(reference: str = OURS_PRESET) -> str:
+    """The note under a "mAP − ``reference``" column."""
+    return (f"mAP − {reference}: difference of the seed means from preset {reference} (p: Welch's two-sided t-test "
+            f"over seeds); **bold** where p < {NOISE_ALPHA} (the difference exceeds the seed noise).")
+
+
+NOISE_NOTE = noise_note()
 
 
 def _versus_cell(delta: float | None, p: float | None, beyond: bool) -> str:

@@ -28,7 +28,10 @@ from mambapro.results import atomic_path
 FIG5_PANELS = (("(a) CLIP(L)", "A"), ("(b) + PFA", "C"), ("(c) + SRP", "E"), ("(d) + MA", "F"))
 FIG8_PANELS = (("fig8_dstate", "(a) $d_{state}$", "$d_{state}$ (hidden state size $N$)"),
                ("fig8_dtrank", "(b) $dt_{rank}$", "$dt_{rank}$ (default $\\lceil D/16 \\rceil$)"))
-FIG9_PANELS = (("fig9a_prompt_length", "(a) Prompt length", "prompts per modality $N_{pr}$"),
+# A panel's first item: one curve key of TABLES, or several drawn together (told apart by marker, CURVE_LABELS).
+# Fig. 9a: prompt length under the official zero initialisation (F) and under the paper's random one.
+FIG9_PANELS = ((("fig9a_prompt_length", "fig9a_prompt_length_normal"), "(a) Prompt length",
+                "prompts per modality $N_{pr}$"),
                ("fig9b_srp_depth", "(b) SRP depth", "layers with SRP"),
                ("fig9c_pfa_depth", "(c) PFA depth", "layers with PFA"),
                ("fig9d_ma_blocks", "(d) MA blocks", "number of MA blocks"))
@@ -251,53 +254,121 @@ def gradcam_figure(images: Mapping[str, torch.Tensor], maps: Mapping[str, np.nda
     return save_figure(fig, out)
 
 
+def mean_gradcam_figure(mean_images: Mapping[str, torch.Tensor], mean_maps: Mapping[str, np.ndarray],
+                        out: str | Path, notes: Mapping[str, str] | None = None, title: str | None = None,
+                        mean: float = 0.5, std: float = 0.5) -> list[Path]:
+    """Figs. 10 / 11, averaged: per modality (RGB, NIR, TIR) the mean input image [3, H, W] (normalised) beside the
+    mean Grad-CAM map [h, w] on the patch grid (:func:`mambapro.figures.mean_maps`), one colour scale for the
+    three maps; a bias every sample shares (a bright edge) shows in the map, and whether the images share it in the
+    image.  Grids of at most 64 cells print their values; ``notes[modality]`` goes under its map."""
+    h, w = mean_images["RGB"].shape[-2:]
+    top = max(float(np.max(mean_maps[m])) for m in MODALITIES) or 1.0
+    cell = 2.2 / max(h, w)
+    fig = Figure(figsize=(max(6 * cell * w, 7.5) + 1.2, cell * h + (1.5 if notes else 0.9)), layout="constrained")
+    axes = fig.subplots(1, 6, squeeze=False)[0]
+    shown = None
+    for j, m in enumerate(MODALITIES):
+        cam = np.asarray(mean_maps[m], dtype=np.float64)
+        ax_img, ax_cam = axes[2 * j], axes[2 * j + 1]
+        ax_img.imshow(denormalize(mean_images[m], mean, std))
+        ax_img.set_title(f"{DISPLAY[m]}\nmean image", fontsize=FONT - 1)
+        shown = ax_cam.imshow(cam, cmap="jet", vmin=0.0, vmax=top, extent=(0, w, h, 0), interpolation="nearest")
+        if cam.size <= 64:
+            ch, cw = h / cam.shape[0], w / cam.shape[1]
+            for (r, c), value in np.ndenumerate(cam):
+                ax_cam.text((c + 0.5) * cw, (r + 0.5) * ch, f"{value:.2f}", ha="center", va="center",
+                            fontsize=FONT - 4, color="white")
+        ax_cam.set_title(f"{DISPLAY[m]}\nmean Grad-CAM", fontsize=FONT - 1)
+        if notes and m in notes:
+            ax_cam.set_xlabel(notes[m], fontsize=FONT - 3)
+        for ax in (ax_img, ax_cam):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, label="mean map")
+    fig.suptitle(title or "Mean centred Grad-CAM of the post-MA tokens $f_{ir}^M$ beside the mean input image",
+                 fontsize=FONT)
+    return save_figure(fig, out)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Figs. 8 / 9: hyper-parameter curves
 
 
-BEYOND_NOISE_LABEL = "mAP differs from F beyond the seed noise (Welch p < 0.05)"
+CURVE_LABELS = {"fig9a_prompt_length": "zero init (official)", "fig9a_prompt_length_normal": "normal init (paper)"}
+CURVE_MARKERS = ("o", "s", "^", "D")  # the first, second, ... curve of a panel (hollow after the first)
 
 
-def hyperparameter_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]], panels: Sequence[tuple[str, str, str]],
+def beyond_noise_label(reference: str = "F") -> str:
+    """The legend entry of the rings: mAP points that differ from the curve's ``reference`` preset."""
+    return f"mAP differs from {reference} beyond the seed noise (Welch p < 0.05)"
+
+
+BEYOND_NOISE_LABEL = beyond_noise_label()
+
+
+def panel_curves(panels: Sequence[tuple[str | tuple[str, ...], str, str]]) -> list[str]:
+    """Every curve key that ``panels`` draw, in order (a panel's first item is one key or a tuple of keys)."""
+    return [k for key, _, _ in panels for k in ((key,) if isinstance(key, str) else key)]
+
+
+def hyperparameter_figure(curves: Mapping[str, Sequence[Mapping[str, Any]]],
+                          panels: Sequence[tuple[str | tuple[str, ...], str, str]],
                           out: str | Path, which: Sequence[str] = ("last", "best"), title: str | None = None
                           ) -> list[Path]:
     """Fig. 8 (``panels=FIG8_PANELS``) or Fig. 9 (``FIG9_PANELS``): mAP and Rank-1 vs the hyper-parameter, mean ±
     std over seeds as error bars, solid for the last epoch, dashed for the best epoch on test (paper protocol).
-    A black ring marks each mAP point whose difference from preset F exceeds the seed noise
+    A panel with several curves (Fig. 9a: zero and normal prompt initialisation) draws each with its own marker,
+    labelled in the legend by :data:`CURVE_LABELS`.  A black ring marks each mAP point whose difference from its
+    curve's reference (preset F; :func:`mambapro.tables.curve_reference`) exceeds the seed noise
     (``<which>_mAP_beyond_noise``: Welch's test, :func:`mambapro.table_inputs.versus_reference`).
     ``curves[key]`` is :func:`mambapro.tables.curve_data`'s list of points (label, ``<which>_<metric>_mean/_std``)."""
     fig = Figure(figsize=(4.2 * len(panels), 3.9), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     colors = {"mAP": "tab:blue", "R1": "tab:orange"}
     dashes = {"last": "-", "best": "--"}
-    for ax, (key, panel_title, xlabel) in zip(axes, panels):
-        if key not in curves or not curves[key]:
-            raise ValueError(f"hyperparameter_figure: no data for curve {key!r}")
-        points = curves[key]
-        x = np.arange(len(points))
-        for metric in ("mAP", "R1"):
-            for w in which:
-                mean = [p[f"{w}_{metric}_mean"] for p in points]
-                std = [p[f"{w}_{metric}_std"] for p in points]
-                ax.errorbar(x + (0.04 if w == "best" else -0.04), mean, yerr=std, color=colors[metric],
-                            linestyle=dashes[w], marker="o", markersize=4, capsize=3, linewidth=1.6,
-                            label=f"{'mAP' if metric == 'mAP' else 'Rank-1'} ({WHICH_LABEL[w]})")
-                beyond = [i for i, p in enumerate(points) if p.get(f"{w}_mAP_beyond_noise")]
-                if metric == "mAP" and beyond:
-                    ax.plot(x[beyond] + (0.04 if w == "best" else -0.04), [mean[i] for i in beyond], linestyle="",
-                            marker="o", markersize=11, markerfacecolor="none", markeredgecolor="black",
-                            markeredgewidth=1.4, label=BEYOND_NOISE_LABEL)
-        ax.set_xticks(x, [str(p["label"]) for p in points])
+    curve_labels, ring_labels = [], []
+    for ax, (panel_keys, panel_title, xlabel) in zip(axes, panels):
+        keys = panel_curves([(panel_keys, panel_title, xlabel)])
+        for key in keys:
+            if key not in curves or not curves[key]:
+                raise ValueError(f"hyperparameter_figure: no data for curve {key!r}")
+        ticks = [str(p["label"]) for p in curves[keys[0]]]
+        if any([str(p["label"]) for p in curves[k]] != ticks for k in keys):
+            raise ValueError(f"hyperparameter_figure: curves {', '.join(keys)} of one panel have different points")
+        x = np.arange(len(ticks))
+        for j, key in enumerate(keys):
+            points, marker = curves[key], CURVE_MARKERS[j]
+            shift = (j - (len(keys) - 1) / 2) * 0.16  # curves side by side; 0 for a single curve
+            ring_label = beyond_noise_label(points[0].get("reference", "F"))
+            for metric in ("mAP", "R1"):
+                for w in which:
+                    mean = [p[f"{w}_{metric}_mean"] for p in points]
+                    std = [p[f"{w}_{metric}_std"] for p in points]
+                    xw = x + shift + (0.04 if w == "best" else -0.04)
+                    ax.errorbar(xw, mean, yerr=std, color=colors[metric], linestyle=dashes[w], marker=marker,
+                                markersize=4, markerfacecolor=None if j == 0 else "white", capsize=3, linewidth=1.6,
+                                label=f"{'mAP' if metric == 'mAP' else 'Rank-1'} ({WHICH_LABEL[w]})")
+                    beyond = [i for i, p in enumerate(points) if p.get(f"{w}_mAP_beyond_noise")]
+                    if metric == "mAP" and beyond:
+                        ax.plot(xw[beyond], [mean[i] for i in beyond], linestyle="", marker="o", markersize=11,
+                                markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.4,
+                                label=ring_label)
+                        ring_labels.append(ring_label)
+            if len(keys) > 1:  # the legend entry telling this panel's curves apart
+                curve_labels.append(CURVE_LABELS.get(key, key))
+                ax.plot([], [], color="0.3", linestyle="", marker=marker, markersize=6,
+                        markerfacecolor=None if j == 0 else "white", label=curve_labels[-1])
+        ax.set_xticks(x, ticks)
         ax.set_title(panel_title, fontsize=FONT + 1)
         ax.set_xlabel(xlabel, fontsize=FONT)
         ax.set_ylabel("%", fontsize=FONT)
         ax.grid(alpha=0.3)
-    legend = {}  # one entry per label over every panel (a panel may have no ringed point); the ring last
+    legend = {}  # one entry per label over every panel (a panel may have no ringed point); curves, then rings last
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    if BEYOND_NOISE_LABEL in legend:
-        legend[BEYOND_NOISE_LABEL] = legend.pop(BEYOND_NOISE_LABEL)
+    for label in dict.fromkeys(curve_labels + ring_labels):
+        legend[label] = legend.pop(label)
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncols=2, fontsize=FONT - 1)
     if title:
         fig.suptitle(title, fontsize=FONT + 1)
@@ -402,4 +473,33 @@ def rank_list_figure(distances: np.ndarray, query_pid: int, query_camid: int, ga
     rule = "same id and camera" if protocol == "camera" else "same id and scene"
     fig.suptitle(f"Query (blue) and its top-{len(keep)} gallery (green: same id, red: other id; {rule} removed)",
                  fontsize=FONT)
+    return save_figure(fig, out)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Not in the paper: the backbone-rate study on the validation split (mambapro.selection)
+
+
+def backbone_lr_figure(points: Sequence[Mapping[str, Any]], out: str | Path, chosen: float | None = None,
+                       chance: float | None = None) -> list[Path]:
+    """Validation mAP (last epoch, mean ± std over seeds) of B (full fine-tuning) and G (full fine-tuning with PFA,
+    SRP and MA) against the backbone learning rate (log axis; :func:`mambapro.selection.study_points`), the rule's
+    choice marked, the validation split's chance level as a dotted line: how much learning rate full fine-tuning
+    needs, and what it costs G."""
+    fig = Figure(figsize=(5.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for model, label, color in (("B", "B: CLIP(F)", "tab:blue"), ("G", "G: CLIP(F) + PFA + SRP + MA", "tab:red")):
+        shown = [p for p in points if p[f"{model}_mAP_mean"] is not None]
+        ax.errorbar([p["backbone_lr"] for p in shown], [p[f"{model}_mAP_mean"] for p in shown],
+                    yerr=[p[f"{model}_mAP_std"] for p in shown], marker="o", capsize=3, color=color, label=label)
+    if chosen is not None:
+        ax.axvline(chosen, color="black", lw=1, ls="--", label=f"chosen: {chosen:g}")
+    if chance is not None:
+        ax.axhline(chance, color="grey", lw=1, ls=":", label="chance (random features)")
+    ax.axvline(5e-6, color="tab:green", lw=1, ls="-.", label="official 5e-6")
+    ax.set_xscale("log")
+    ax.set_xlabel("backbone learning rate (train.backbone_lr)", fontsize=FONT)
+    ax.set_ylabel("validation mAP (%), last epoch", fontsize=FONT)
+    ax.legend(fontsize=FONT - 2)
+    fig.suptitle("Full fine-tuning's backbone rate, on 10 held-out training ids", fontsize=FONT)
     return save_figure(fig, out)

@@ -203,12 +203,12 @@ def test_merged_optimizer_trains_exactly_like_the_official_per_tensor_one(tiny_r
     official = train(cfg, tmp_path / "official", seed=0, progress=False)  # one group per tensor, for-loop Adam
     from mambapro.environment import mkl_branch
 
-    if mkl_branch() == "AVX2":  # Intel CPUs: MKL on its pinned branch, the two Adams agree to the bit (measured)
+    if mkl_branch() == "AVX2":  # Intel CPUs on MKL's AVX2 branch: the two Adams agree to the bit (measured)
         assert _metrics(merged) == _metrics(official)
         return
-    # Elsewhere (an AMD EPYC, measured: MKL runs AUTO) the for-loop Adam's square roots round differently from the
-    # fused kernel's (7e-9 on unit tensors, with any ATen capability or MKL_CBWR=COMPATIBLE): the same training to
-    # float rounding, not to the bit.
+    # Under the COMPATIBLE pin and on an AMD EPYC (measured) the for-loop Adam's square roots round differently from
+    # the fused kernel's (7e-9 on unit tensors, with any ATen capability and MKL branch): the same training to float
+    # rounding, not to the bit.
     (ours, losses), (theirs, their_losses) = _metrics(merged), _metrics(official)
     assert losses == pytest.approx(their_losses, rel=1e-5)
     for which in ("last", "best"):

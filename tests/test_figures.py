@@ -73,3 +73,21 @@ def test_a_pipeline_run_records_what_ran_it(trained):
     info = json.loads(results.metrics_path(results.results_dir("tiny", trained), "F", 0).read_text())["run_info"]
     assert info["device"] == "cpu" and info["scan"] == "native" and info["amp"] == "off (fp32)"
     assert info["cpu_math"].startswith("CPU math: ATen ")
+
+
+def test_hyperparameter_curves_pass_both_fig9a_initialisations(tmp_path, monkeypatch):
+    """Figs. 8 and 9 read every curve their panels draw: Fig. 9a's zero-init (official) and normal-init (paper)
+    prompt-length curves both reach the figure."""
+    from mambapro import tables, viz
+
+    asked, drawn = [], {}
+    monkeypatch.setattr(tables, "curve_data", lambda key, folder: asked.append((key, folder)) or [{"key": key}])
+    monkeypatch.setattr(viz, "hyperparameter_figure",
+                        lambda curves, panels, out: drawn.update({out.name: dict(curves)}) or [out])
+    written = figures.hyperparameter_curves(tmp_path, tmp_path / "figs")
+    assert [p.name for p in written] == ["fig8_dstate_dtrank", "fig9_depths_lengths"]
+    assert {k for k, folder in asked if folder == tmp_path} == set(drawn["fig8_dstate_dtrank"]) | set(
+        drawn["fig9_depths_lengths"])
+    assert list(drawn["fig9_depths_lengths"]) == ["fig9a_prompt_length", "fig9a_prompt_length_normal",
+                                                  "fig9b_srp_depth", "fig9c_pfa_depth", "fig9d_ma_blocks"]
+    assert drawn["fig9_depths_lengths"]["fig9a_prompt_length_normal"] == [{"key": "fig9a_prompt_length_normal"}]

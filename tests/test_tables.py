@@ -229,6 +229,42 @@ def test_curve_data_follows_config_tables(built):
     assert [r["label"] for r in _read_csv(out / "fig8_dtrank.csv")] == ["4", "default", "16", "64"]
 
 
+def test_normal_init_prompt_length_curve(built):
+    """Fig. 9a under the paper's random prompt initialisation: its own points, compared with plen-4-normal (same
+    initialisation, F's length); the official zero-init curve stays compared with F."""
+    root, out, _ = built
+    presets = tables.needed_presets()
+    points = tables.curve_data("fig9a_prompt_length_normal", root)
+    assert [(p["label"], p["preset"]) for p in points] == [("2", "plen-2-normal"), ("4", "plen-4-normal"),
+                                                          ("8", "plen-8-normal"), ("16", "plen-16-normal")]
+    assert all(p["reference"] == "plen-4-normal" and p["seeds"] == 3 for p in points)
+    assert points[1]["last_mAP_vs_reference"] is None and points[1]["best_mAP_vs_reference"] is None
+    gap = presets.index("plen-16-normal") - presets.index("plen-4-normal")  # fake mAP = 10 + index + seed
+    assert points[3]["last_mAP_vs_reference"] == pytest.approx(gap)
+    assert points[3]["last_mAP_beyond_noise"] == (abs(gap) >= 3)
+    assert [p["reference"] for p in tables.curve_data("fig9a_prompt_length", root)] == ["F"] * 4
+    md = (out / "fig9a_prompt_length_normal.md").read_text()
+    assert "mAP (last) − plen-4-normal" in md and "mAP − plen-4-normal: difference of the seed means" in md
+    assert "randomly initialised (prompt.init normal)" in md
+    assert "| 4 | plen-4-normal | 3 |" in md and f"| {gap:+.1f}" in md
+    zero = (out / "fig9a_prompt_length.md").read_text()
+    assert "mAP (last) − F" in zero and "one token repeated N_pr times" in zero
+    assert [r["preset"] for r in _read_csv(out / "fig9a_prompt_length_normal.csv")] == [p["preset"] for p in points]
+
+
+def test_normal_init_curve_with_missing_runs(built):
+    root, _, _ = built
+    metrics = {"plen-8-normal": None}
+    points = {p["preset"]: p for p in tables.curve_data("fig9a_prompt_length_normal", root, metrics)}
+    assert points["plen-8-normal"]["seeds"] == 0 and points["plen-8-normal"]["last_mAP_mean"] is None
+    assert points["plen-8-normal"]["last_mAP_vs_reference"] is None
+    md = tables.curve_table("fig9a_prompt_length_normal", list(points.values())).sections[0][2]
+    assert md[2][:5] == ["8", "plen-8-normal", "0", tables.NOT_RUN, tables.NOT_RUN]
+    no_reference = tables.curve_data("fig9a_prompt_length_normal", root, {"plen-4-normal": None})
+    assert [p["last_mAP_vs_reference"] for p in no_reference] == [None] * 4  # nothing to compare with
+    assert no_reference[0]["last_mAP_mean"] is not None
+
+
 def test_missing_run_fails_naming_preset_and_path(tmp_path):
     root = write_fake_results(tmp_path, skip=("agg-concat", "plen-8"))
     out = tmp_path / "tables"
@@ -422,8 +458,8 @@ def test_noise_table_and_curves_compare_with_f(built):
         assert rows[preset]["beyond_noise"] == str(abs(presets.index(preset) - i_f) >= 3)
     assert "**" in (out / "noise.md").read_text()  # the differences beyond the noise are bold
     points = {p["preset"]: p for p in tables.curve_data("fig8_dstate", root)}
-    assert points["F"]["last_mAP_vs_F"] is None
-    assert points["dstate-4"]["last_mAP_vs_F"] == pytest.approx(presets.index("dstate-4") - i_f)
+    assert points["F"]["last_mAP_vs_reference"] is None and points["dstate-4"]["reference"] == "F"
+    assert points["dstate-4"]["last_mAP_vs_reference"] == pytest.approx(presets.index("dstate-4") - i_f)
     assert points["dstate-4"]["last_mAP_beyond_noise"] == (abs(presets.index("dstate-4") - i_f) >= 3)
 
 

@@ -334,12 +334,13 @@ def _curve(key):
 
 @pytest.mark.parametrize("panels, n", [(viz.FIG8_PANELS, 2), (viz.FIG9_PANELS, 4)])
 def test_hyperparameter_figure(tmp_path, figures, panels, n):
-    curves = {key: _curve(key) for key, _, _ in panels}
+    curves = {key: _curve(key) for key in viz.panel_curves(panels)}
     stem = tmp_path / f"fig{8 if n == 2 else 9}"
     _check_files(viz.hyperparameter_figure(curves, panels, stem), stem)
     fig = figures[-1]
     assert len(fig.axes) == n
-    for ax, (key, title, xlabel) in zip(fig.axes, panels):
+    for ax, panel in zip(fig.axes, panels):
+        key, title, xlabel = viz.panel_curves([panel])[0], panel[1], panel[2]
         assert ax.get_title() == title and ax.get_xlabel() == xlabel and ax.get_ylabel() == "%"
         assert [t.get_text() for t in ax.get_xticklabels()] == [label for label, _ in TABLES[key]]
         assert len(ax.lines) >= 4 and _non_empty(ax)
@@ -347,9 +348,40 @@ def test_hyperparameter_figure(tmp_path, figures, panels, n):
         assert list(map_last.lines[0].get_ydata()) == [p["last_mAP_mean"] for p in curves[key]]
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["mAP (last epoch)", "mAP (best epoch on test, paper protocol)", "Rank-1 (last epoch)",
-                      "Rank-1 (best epoch on test, paper protocol)"]
+                      "Rank-1 (best epoch on test, paper protocol)"] + (
+                          ["zero init (official)", "normal init (paper)"] if n == 4 else [])
     with pytest.raises(ValueError, match="no data for curve"):
         viz.hyperparameter_figure({}, panels, tmp_path / "x")
+
+
+def test_fig9a_draws_both_prompt_initialisations(tmp_path, figures):
+    """Panel (a): the zero-init (official, F) and normal-init (paper) prompt-length curves, told apart by marker
+    and labelled; each curve's rings name its own reference preset."""
+    keys = ("fig9a_prompt_length", "fig9a_prompt_length_normal")
+    assert viz.panel_curves(viz.FIG9_PANELS)[:3] == [*keys, "fig9b_srp_depth"]
+    curves = {key: _curve(key) for key in viz.panel_curves(viz.FIG9_PANELS)}
+    for p in curves[keys[1]]:
+        p.update(reference="plen-4-normal", last_mAP_mean=p["last_mAP_mean"] + 20)
+    curves[keys[1]][3]["last_mAP_beyond_noise"] = True  # N_pr 16 differs from plen-4-normal
+    viz.hyperparameter_figure(curves, viz.FIG9_PANELS, tmp_path / "fig9")
+    ax = figures[-1].axes[0]
+    map_last = [c for c in ax.containers if c.get_label() == "mAP (last epoch)"]
+    assert [c.lines[0].get_marker() for c in map_last] == ["o", "s"]
+    for c, key in zip(map_last, keys):
+        assert list(c.lines[0].get_ydata()) == [p["last_mAP_mean"] for p in curves[key]]
+    x_zero, x_normal = (np.asarray(c.lines[0].get_xdata()) for c in map_last)
+    assert np.allclose(x_normal - x_zero, 0.16)  # side by side around the ticks 0..3
+    proxies = {line.get_label(): line.get_marker() for line in ax.lines if not len(line.get_xdata())}
+    assert proxies == {"zero init (official)": "o", "normal init (paper)": "s"}
+    ring = viz.beyond_noise_label("plen-4-normal")
+    rings = [line for line in ax.lines if line.get_label() == ring]
+    assert len(rings) == 1 and list(rings[0].get_ydata()) == [curves[keys[1]][3]["last_mAP_mean"]]
+    assert list(rings[0].get_xdata()) == [x_normal[3]]
+    assert [t.get_text() for t in figures[-1].legends[0].get_texts()][-3:] == [*proxies, ring]
+    assert all(len(a.containers) == 4 for a in figures[-1].axes[1:])  # panels (b)-(d): one curve each, as before
+    curves[keys[1]] = curves[keys[1]][:3]
+    with pytest.raises(ValueError, match="different points"):
+        viz.hyperparameter_figure(curves, viz.FIG9_PANELS, tmp_path / "bad")
 
 
 def test_hyperparameter_figure_rings_the_points_beyond_the_noise(tmp_path, figures):

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mambapro.config import Config
-from mambapro.data.readers import DataError, ReIDDataset, Sample, load_images, read_dataset
+from mambapro.data.readers import DataError, ReIDDataset, Sample, hold_out_identities, load_images, read_dataset
 from mambapro.data.sampler import PKBatchSampler
 from mambapro.data.transforms import MultiModalTransform, build_transform, split_resize
 
@@ -94,11 +94,14 @@ class ReIDData:
 
 def build_data(cfg: Config, seed: int, rank: int = 0, world: int = 1) -> ReIDData:
     """Loaders for ``cfg.data`` (dataset, root, image_size, batch_size, num_instances, test_batch_size, num_workers,
-    shared_augmentation, pad, erasing_prob, cache_images), deterministic for ``seed``.  Process ``rank`` of
-    ``world`` (torchrun) loads only its slice of every PK batch of ``data.batch_size`` samples
+    shared_augmentation, pad, erasing_prob, cache_images; validation_ids > 0: the validation split of
+    :func:`~mambapro.data.readers.hold_out_identities` replaces the test split), deterministic for ``seed``.
+    Process ``rank`` of ``world`` (torchrun) loads only its slice of every PK batch of ``data.batch_size`` samples
     (:class:`~mambapro.data.sampler.PKBatchSampler`)."""
     d = cfg.data
     data = read_dataset(d.dataset, d.root)
+    if d.validation_ids:
+        data = hold_out_identities(data, d.validation_ids, d.validation_seed)
     size = tuple(d.image_size)
     train_tf = MultiModalTransform(build_transform(size, True, d.pad, d.erasing_prob), shared=d.shared_augmentation)
     test_tf = MultiModalTransform(build_transform(size, False))

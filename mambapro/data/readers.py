@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mambapro.config import MODALITIES
@@ -162,6 +163,26 @@ def _finish(name: str, root: Path, splits: dict[str, tuple[Path, list[Sample]]],
         verify_images([*train, *query, *([] if gallery is query else gallery)])
     log.info("%s", data.summary())
     return data
+
+
+def hold_out_identities(data: ReIDDataset, num_ids: int, seed: int = 0) -> ReIDDataset:
+    """A validation split of ``data``: ``num_ids`` training identities (a seeded choice) become query and gallery
+    (every sample of them, both, as RGBNT201's test set; the dataset's protocol removes same-camera / same-scene
+    matches), the other identities are the training split, relabelled 0..C-1.  The test split is not touched --
+    hyper-parameters chosen on this split never see it."""
+    labels = sorted({s.pid for s in data.train})
+    if not 1 <= num_ids < len(labels):
+        raise DataError(f"{data.name} ({data.root}): data.validation_ids = {num_ids} must be in [1, {len(labels)}) "
+                        f"(the training split has {len(labels)} identities)")
+    held = {int(p) for p in np.random.default_rng([seed, num_ids]).choice(labels, num_ids, replace=False)}
+    validation = [s for s in data.train if s.pid in held]
+    train, relabel = _relabel([s for s in data.train if s.pid not in held])
+    raw = {label: pid for pid, label in data.pid_labels.items()}
+    pid_labels = {raw[old]: new for old, new in relabel.items()}
+    out = ReIDDataset(f"{data.name} (validation: {num_ids} held-out training ids)", data.root, train, validation,
+                      validation, data.protocol, pid_labels)
+    log.info("%s", out.summary())
+    return out
 
 
 def _parse(path: Path, parse: Callable[[str], tuple[int, ...]], expected: str) -> tuple[int, ...]:

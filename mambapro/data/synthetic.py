@@ -94,10 +94,10 @@ class SyntheticSizes:
     ``query_per_id`` of them go to the query folder."""
 
     person_train_ids: int = 40
-    person_test_ids: int = 60
+    person_test_ids: int = 240
     person_per_id: int = 8
     vehicle_train_ids: int = 40
-    vehicle_test_ids: int = 50
+    vehicle_test_ids: int = 250
     vehicle_per_id: int = 10
     msvr_train_ids: int = 20
     msvr_test_ids: int = 10
