@@ -4,8 +4,8 @@ what a machine with another CPU, core count or compiler target would.
 
 Variants (each in its own process, one thread unless said otherwise):
 
-  pinned        the pipeline: mambapro.environment's pins (ATen avx2, MKL_CBWR=AVX2, oneDNN AVX2), the native scan
-                built for x86-64-v3, one intra-op thread
+  pinned        the pipeline: mambapro.environment's pins (ATen avx2, MKL_CBWR=COMPATIBLE, oneDNN AVX2), the
+                native scan built for x86-64-v3, one intra-op thread
   aten          ATen's own dispatch for this CPU (ATEN_CPU_CAPABILITY=avx512 where the CPU has it)
   mkl           MKL_CBWR=AUTO (MKL picks its kernels by CPU)
   onednn        ONEDNN_MAX_CPU_ISA=ALL
