@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mambapro import viz
+from mambapro.chance import split_chance_level
 from mambapro.config import TABLES, resolve_config
 from mambapro.results import MissingResultError, load_metrics, results_dir
 from mambapro.table_format import Table, fmt, fmt_stat, write_tables
@@ -69,16 +70,21 @@ def _check_validation(run: dict[str, Any], preset: str) -> None:
 
 def study_chance(profile: str, root: str | Path = ".") -> dict[str, Any]:
     """The chance level of the study's validation split (:func:`mambapro.chance.split_chance_level`)."""
-    from mambapro.chance import split_chance_level
-
     return split_chance_level(profile, root=root, preset=study_presets()[0])
+
+
+def _score(point: dict[str, Any]) -> float | None:
+    """The rule's score of one rate: the mean of B's and G's validation mAP; None while a model has no runs."""
+    if point["B_mAP_mean"] is None or point["G_mAP_mean"] is None:
+        return None
+    return (point["B_mAP_mean"] + point["G_mAP_mean"]) / 2
 
 
 def choose_backbone_lr(points: list[dict[str, Any]]) -> float | None:
     """The rule of the module docstring; None unless every point has both models' runs."""
-    if any(p["B_mAP_mean"] is None or p["G_mAP_mean"] is None for p in points):
+    if any(_score(p) is None for p in points):
         return None
-    scored = sorted(((p["B_mAP_mean"] + p["G_mAP_mean"]) / 2, p["backbone_lr"]) for p in points)
+    scored = sorted((_score(p), p["backbone_lr"]) for p in points)
     best = scored[-1][0]
     return min(rate for score, rate in scored if score >= best - TIE_MAP)
 
@@ -93,8 +99,7 @@ def study_table(points: list[dict[str, Any]], profile_rate: float, chance: dict[
         for model in STUDY_KEYS:
             mean, std = p[f"{model}_mAP_mean"], p[f"{model}_mAP_std"]
             cells.append("not run" if mean is None else f"{fmt_stat(mean, std)} ({p[f'{model}_seeds']})")
-        both = None if p["B_mAP_mean"] is None or p["G_mAP_mean"] is None else (p["B_mAP_mean"] + p["G_mAP_mean"]) / 2
-        cells += [fmt(both), "chosen" if chosen is not None and p["backbone_lr"] == chosen else ""]
+        cells += [fmt(_score(p)), "chosen" if chosen is not None and p["backbone_lr"] == chosen else ""]
         md.append(cells)
     if chance is not None:
         m = chance["metrics"]["mAP"]

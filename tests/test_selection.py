@@ -32,7 +32,7 @@ def test_held_out_identities_are_disjoint_from_training_and_the_test_split_is_un
     again = hold_out_identities(read_dataset("RGBNT201", tiny_root), 2, seed=0)
     assert [s.paths for s in again.query] == [s.paths for s in val.query]  # seeded: the same ids every time
     other = hold_out_identities(read_dataset("RGBNT201", tiny_root), 2, seed=1)
-    assert {s.paths for s in other.query} != {s.paths for s in val.query} or len(data.pid_labels) <= 2
+    assert {s.paths for s in other.query} != {s.paths for s in val.query}  # another seed, other ids
 
 
 @pytest.mark.parametrize("num_ids", [0, 6, 7])
